@@ -6,7 +6,7 @@ outcomes on another, so ``except JobError`` never catches a network fault::
 
     RunPodError
     ├── APIError                  an HTTP exchange failed
-    │   ├── RequestError          no usable answer: connection refused or reset, read timeout
+    │   ├── RequestError          no usable response: connection refused or reset, read timeout
     │   ├── InvalidRequest        400: the server rejected the request body or parameters
     │   ├── AuthenticationError   401 or 403: missing or wrong API key
     │   ├── NotFoundError         404
@@ -14,8 +14,8 @@ outcomes on another, so ``except JobError`` never catches a network fault::
     │   │   └── JobNotFound       no such job (unknown, expired or purged)
     │   ├── RateLimited           429; ``retry_after`` in seconds when the server sent it
     │   ├── ServerError           5xx
-    │   ├── MalformedResponse     a 2xx answer that is not the JSON document expected
-    │   └── StreamItemsLost       a ``/stream`` answer was lost, so items may be missing
+    │   ├── MalformedResponse     a 2xx response that is not the JSON document expected
+    │   └── StreamItemsLost       a ``/stream`` response was lost, so items may be missing
     ├── StreamProtocolError       a server-sent event stream broke off or sent an ``error`` event
     ├── JobError                  the job ended without a result; ``state`` is its final JobState
     │   ├── JobFailed             FAILED; ``error_type``, ``error_message``, ``error_traceback``
@@ -24,7 +24,7 @@ outcomes on another, so ``except JobError`` never catches a network fault::
     └── WaitTimeout               the client-side deadline passed; also a ``TimeoutError``
 
 No message, ``repr`` or attribute of these errors contains the API key: the
-wire layer builds them from the request path and the answer, never from the
+wire layer builds them from the request path and the response, never from the
 headers.
 """
 
@@ -65,8 +65,8 @@ class APIError(RunPodError):
     """An HTTP exchange with an endpoint failed.
 
     ``method`` and ``path`` name the request (the path below the base URL, no
-    query string); ``status_code`` is None when no answer arrived;
-    ``server_message`` is the ``error`` text of the answer, if any.
+    query string); ``status_code`` is None when no response arrived;
+    ``server_message`` is the ``error`` text of the response, if any.
     """
 
     def __init__(
@@ -93,7 +93,9 @@ class APIError(RunPodError):
         return (_rebuild_api_error, (type(self), self.message, dict(self.__dict__)))
 
 
-def _rebuild_api_error(cls: type[APIError], message: str, attributes: dict[str, object]) -> APIError:
+def _rebuild_api_error(
+    cls: type[APIError], message: str, attributes: dict[str, object]
+) -> APIError:
     error = cls.__new__(cls)
     RunPodError.__init__(error, message)
     error.__dict__.update(attributes)
@@ -101,19 +103,19 @@ def _rebuild_api_error(cls: type[APIError], message: str, attributes: dict[str, 
 
 
 class RequestError(APIError):
-    """No usable answer arrived: connection refused or reset, DNS failure, read timeout."""
+    """No usable response arrived: connection refused or reset, DNS failure, read timeout."""
 
 
 class InvalidRequest(APIError):
-    """The server answered 400: the request body or parameters are invalid."""
+    """The server responded with 400: the request body or parameters are invalid."""
 
 
 class AuthenticationError(APIError):
-    """The server answered 401 or 403: the API key is missing or wrong."""
+    """The server responded with 401 or 403: the API key is missing or wrong."""
 
 
 class NotFoundError(APIError):
-    """The server answered 404."""
+    """The server responded with 404."""
 
 
 class EndpointNotFound(NotFoundError):
@@ -125,19 +127,24 @@ class JobNotFound(NotFoundError):
 
 
 class RateLimited(APIError):
-    """The server answered 429 and the retry budget is spent; ``retry_after`` is in seconds."""
+    """The server responded with 429 and the retry budget is spent.
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
+    ``retry_after`` is the server's ``Retry-After`` in seconds, or None.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, **context: object
+    ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.retry_after = retry_after
 
 
 class ServerError(APIError):
-    """The server answered with a 5xx status and the retry budget, if any, is spent."""
+    """The server responded with a 5xx status and the retry budget, if any, is spent."""
 
 
 class MalformedResponse(APIError):
-    """An answer that is not the JSON document expected; ``body_start`` holds its first bytes."""
+    """A response that is not the JSON document expected; ``body_start`` holds its first bytes."""
 
     def __init__(self, message: str, *, body_start: str = "", **context: object) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
@@ -145,9 +152,9 @@ class MalformedResponse(APIError):
 
 
 class StreamItemsLost(APIError):
-    """A ``/stream`` answer was lost after the server may have sent it, so items may be missing.
+    """A ``/stream`` response was lost after the server may have sent it, so items may be missing.
 
-    The server hands out each chunk once, so a lost answer cannot be asked for
+    The server hands out each chunk once, so a lost response cannot be requested
     again. Submit with ``return_aggregate_stream`` on the handler to let the
     client recover the items from the final status instead.
     """
@@ -179,7 +186,10 @@ class JobError(RunPodError):
 
 
 class JobFailed(JobError):
-    """The job ended FAILED: the handler raised, returned ``{"error": ...}`` or hit ``executionTimeout``."""
+    """The job ended FAILED.
+
+    The handler raised, returned ``{"error": ...}`` or ran past ``executionTimeout``.
+    """
 
     def __init__(self, message: str, state: JobState) -> None:
         super().__init__(message, state)

@@ -2,9 +2,8 @@
 
 This module is the only one the client and the local endpoint share, so it
 imports nothing else from rxrunpod. Parsers raise ``ValueError`` with a message
-that names the offending field; the client's wire boundary turns that into a
-``MalformedResponse`` that also carries the HTTP status and the body's first
-bytes.
+that names the offending field. The client's wire boundary turns that error
+into a ``MalformedResponse`` with the HTTP status and the body's first bytes.
 """
 
 from __future__ import annotations
@@ -61,6 +60,11 @@ FINAL_STATUSES = frozenset(
 _KNOWN_STATUSES = {status.value: status for status in JobStatus if status is not JobStatus.UNKNOWN}
 
 
+def _describe(value: object) -> str:
+    """Name a JSON value's type and its first 80 characters for an error message."""
+    return f"{type(value).__name__}: {value!r:.80}"
+
+
 def parse_status(text: object) -> JobStatus:
     """Parse a RunPod status string into ``JobStatus``.
 
@@ -69,13 +73,13 @@ def parse_status(text: object) -> JobStatus:
     original text read it from the document.
     """
     if not isinstance(text, str):
-        raise ValueError(f"field 'status' must be a string, got {type(text).__name__}: {text!r:.80}")
+        raise ValueError(f"field 'status' must be a string, got {_describe(text)}")
     return _KNOWN_STATUSES.get(text, JobStatus.UNKNOWN)
 
 
 def _require_mapping(document: object, what: str) -> Mapping[str, Any]:
     if not isinstance(document, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {type(document).__name__}: {document!r:.80}")
+        raise ValueError(f"{what} must be a JSON object, got {_describe(document)}")
     return document
 
 
@@ -84,7 +88,7 @@ def _optional_number(document: Mapping[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {key!r} must be a number, got {type(value).__name__}: {value!r:.80}")
+        raise ValueError(f"field {key!r} must be a number, got {_describe(value)}")
     return value
 
 
@@ -93,7 +97,7 @@ def _optional_string(document: Mapping[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"field {key!r} must be a string, got {type(value).__name__}: {value!r:.80}")
+        raise ValueError(f"field {key!r} must be a string, got {_describe(value)}")
     return value
 
 
@@ -102,7 +106,7 @@ def _count(document: Mapping[str, Any], key: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"field {key!r} must be an integer, got {type(value).__name__}: {value!r:.80}")
+        raise ValueError(f"field {key!r} must be an integer, got {_describe(value)}")
     return value
 
 
@@ -149,7 +153,7 @@ class JobState:
     """One observation of a job, as ``/status``, ``/run`` or ``/runsync`` return it.
 
     ``output`` is the handler's result only when ``status`` is COMPLETED;
-    while IN_PROGRESS it holds the latest progress value, if any. Times are in
+    while IN_PROGRESS it contains the latest progress value, if any. Times are in
     milliseconds. ``raw`` is the JSON document as received.
     """
 
@@ -229,7 +233,7 @@ def _stream_outputs(document: Mapping[str, Any]) -> list[Any]:
     if chunks is None:
         return []
     if not isinstance(chunks, list):
-        raise ValueError(f"field 'stream' must be a list, got {type(chunks).__name__}: {chunks!r:.80}")
+        raise ValueError(f"field 'stream' must be a list, got {_describe(chunks)}")
     outputs = []
     for chunk in chunks:
         if isinstance(chunk, Mapping) and "output" in chunk:
@@ -241,7 +245,7 @@ def _stream_outputs(document: Mapping[str, Any]) -> list[Any]:
 
 @dataclass(frozen=True)
 class StreamBatch:
-    """One answer of ``/stream``: the chunks handed out by this request and the job's status."""
+    """One response of ``/stream``: the chunks handed out by this request and the job's status."""
 
     status: JobStatus
     raw_status: str
@@ -250,8 +254,8 @@ class StreamBatch:
 
     @classmethod
     def from_json(cls, document: object) -> StreamBatch:
-        """Parse a ``/stream`` answer; raises ``ValueError`` on the wrong shape."""
-        document = _require_mapping(document, "stream answer")
+        """Parse a ``/stream`` response; raises ``ValueError`` on the wrong shape."""
+        document = _require_mapping(document, "stream response")
         raw_status = document.get("status")
         status = parse_status(raw_status)
         return cls(
@@ -296,8 +300,8 @@ class Health:
 
     @classmethod
     def from_json(cls, document: object, *, received_at: float | None = None) -> Health:
-        """Parse a ``/health`` answer; raises ``ValueError`` on the wrong shape."""
-        document = _require_mapping(document, "health answer")
+        """Parse a ``/health`` response; raises ``ValueError`` on the wrong shape."""
+        document = _require_mapping(document, "health response")
         jobs = _require_mapping(document.get("jobs", {}), "field 'jobs'")
         workers = _require_mapping(document.get("workers", {}), "field 'workers'")
         return cls(
@@ -343,7 +347,7 @@ class Health:
 
 @dataclass(frozen=True)
 class PurgeResult:
-    """Answer of ``/purge-queue``: how many queued jobs were removed."""
+    """Response of ``/purge-queue``: how many queued jobs were removed."""
 
     removed: int
     status: str
@@ -351,7 +355,7 @@ class PurgeResult:
 
     @classmethod
     def from_json(cls, document: object) -> PurgeResult:
-        """Parse a ``/purge-queue`` answer; raises ``ValueError`` on the wrong shape."""
-        document = _require_mapping(document, "purge-queue answer")
+        """Parse a ``/purge-queue`` response; raises ``ValueError`` on the wrong shape."""
+        document = _require_mapping(document, "purge-queue response")
         status = _optional_string(document, "status") or ""
         return cls(removed=_count(document, "removed"), status=status, raw=dict(document))
