@@ -239,7 +239,8 @@ def _stream_outputs(document: Mapping[str, Any]) -> list[Any]:
         if isinstance(chunk, Mapping) and "output" in chunk:
             outputs.append(chunk["output"])
         else:
-            raise ValueError(f"each 'stream' entry must be an object with 'output', got {chunk!r:.80}")
+            message = f"each 'stream' entry must be an object with 'output', got {_describe(chunk)}"
+            raise ValueError(message)
     return outputs
 
 
