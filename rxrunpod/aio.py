@@ -1,0 +1,37 @@
+"""asyncio support: await observables, iterate them with ``async for``, the SDK's asyncio client.
+
+Inside a running loop (a Jupyter kernel included)::
+
+    job = await ep.run(payload)                       # RunPodObservable.__await__
+    output = await job.output(timeout=60)
+    async for chunk in rr.aio.iterate(job.stream()):
+        print(chunk)
+
+Everything here delivers on the loop's thread and never blocks it: the
+observables of ``Endpoint`` and ``Job`` do their HTTP on rxrunpod's I/O pool,
+and the results cross to the loop through ``loop.call_soon_threadsafe``.
+``AsyncioEndpoint`` keeps the RunPod SDK's asyncio shape on an
+``aiohttp.ClientSession``.
+"""
+
+from __future__ import annotations
+
+from ._aio_bridge import (
+    DEFAULT_BUFFER_SIZE,
+    BufferOverflow,
+    LoopScheduler,
+    ObservableIterator,
+    await_observable,
+    iterate,
+    loop_scheduler,
+)
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "BufferOverflow",
+    "LoopScheduler",
+    "ObservableIterator",
+    "await_observable",
+    "iterate",
+    "loop_scheduler",
+]
