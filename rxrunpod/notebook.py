@@ -534,18 +534,29 @@ _STATUS_COLOURS = {
 
 
 def _job_row(item: Any) -> dict[str, Any]:
+    """Turn a ``JobState``, or a ``JobUpdate`` of ``run_each_updates``, into a table row."""
+    attempt = None
+    final = None
+    inner = getattr(item, "state", None)
+    if isinstance(getattr(inner, "id", None), str):
+        attempt = getattr(item, "attempt", None)
+        final = getattr(item, "final", None)
+        item = inner
+
     job_id = getattr(item, "id", None)
     status = getattr(item, "status", None)
     if not isinstance(job_id, str) or status is None:
         raise TypeError(
             f"job_board expects JobState items, e.g. from run_each(ep), got {type(item).__name__}"
         )
-    is_final = getattr(item, "is_final", None)
+    if final is None:
+        final = getattr(item, "is_final", None)
     error_detail = getattr(item, "error_detail", None)
     return {
         "id": job_id,
         "status": str(status),
-        "final": bool(is_final) if is_final is not None else None,
+        "final": bool(final) if final is not None else None,
+        "attempt": attempt,
         "delay_time": getattr(item, "delay_time", None),
         "execution_time": getattr(item, "execution_time", None),
         "worker_id": getattr(item, "worker_id", None),
@@ -557,12 +568,17 @@ def _milliseconds(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
+def _text_or_blank(value: object) -> str:
+    return "" if value is None else html.escape(str(value))
+
+
 class JobBoard(LiveDisplay[Any]):
     """Live HTML table with one row per job id: status, delay, execution time, worker, error.
 
-    Items are ``JobState`` records (``run_each`` emits one per payload, and a
-    later state of the same job replaces its row). ``total``, when given, is
-    the number of jobs expected and shows as progress.
+    Items are ``JobState`` records (``run_each`` emits one per payload) or the
+    ``JobUpdate`` records of ``run_each_updates``, which show each job moving
+    through the queue. A later item for the same job id replaces its row.
+    ``total``, when given, is the number of jobs expected and shows as progress.
     """
 
     kind = "job_board"
@@ -614,7 +630,7 @@ class JobBoard(LiveDisplay[Any]):
         parts = [
             '<div class="rxrunpod-job-board">',
             f"<b>{html.escape(self._heading(rows, status))}</b>",
-            "<table><thead><tr><th>id</th><th>status</th><th>delay (ms)</th>"
+            "<table><thead><tr><th>id</th><th>status</th><th>attempt</th><th>delay (ms)</th>"
             "<th>execution (ms)</th><th>worker</th><th>error</th></tr></thead><tbody>",
         ]
         for row in rows[-self.max_rows :]:
@@ -623,6 +639,7 @@ class JobBoard(LiveDisplay[Any]):
                 "<tr>"
                 f"<td><code>{html.escape(row['id'])}</code></td>"
                 f'<td style="color:{colour};font-weight:bold">{html.escape(row["status"])}</td>'
+                f'<td style="text-align:right">{_text_or_blank(row["attempt"])}</td>'
                 f'<td style="text-align:right">{_milliseconds(row["delay_time"])}</td>'
                 f'<td style="text-align:right">{_milliseconds(row["execution_time"])}</td>'
                 f"<td>{html.escape(row['worker_id'] or '')}</td>"

@@ -16,6 +16,7 @@ from reactivex.testing import TestScheduler
 from rxrunpod import notebook
 from rxrunpod.models import Health, JobState
 from rxrunpod.notebook import SUMMARY_MIME
+from rxrunpod.operators import JobUpdate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -224,8 +225,34 @@ def test_job_board_lists_every_job_with_latest_state() -> None:
     assert summary["total"] == 3
     table = sink.last["text/html"]
     assert table.count("<tr>") == 4
+    assert "<th>attempt</th>" in table
     assert "jobs: 3/3 jobs (completed)" in table
     assert ">250<" in table
+
+
+def test_job_board_follows_run_each_updates() -> None:
+    subject: Subject[JobUpdate] = Subject()
+    sink = RecordingSink()
+    board = notebook.job_board(subject, sink=sink, scheduler=TestScheduler())
+
+    failed = make_state("job-1", "FAILED", error="flaky")
+    subject.on_next(JobUpdate(index=0, payload={}, state=make_state("job-1", "IN_QUEUE")))
+    subject.on_next(JobUpdate(index=0, payload={}, state=failed, attempt=0, final=False))
+    first_pass = board.summary()["jobs"][0]
+    subject.on_next(
+        JobUpdate(
+            index=0, payload={}, state=make_state("job-1", "COMPLETED"), attempt=1, final=True
+        )
+    )
+    subject.on_completed()
+
+    assert first_pass["status"] == "FAILED"
+    assert first_pass["final"] is False
+    jobs = sink.last_summary["jobs"]
+    assert len(jobs) == 1
+    assert jobs[0]["status"] == "COMPLETED"
+    assert jobs[0]["final"] is True
+    assert jobs[0]["attempt"] == 1
 
 
 def test_job_board_escapes_html() -> None:
