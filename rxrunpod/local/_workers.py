@@ -1,0 +1,373 @@
+"""Workers that run handler code for the local endpoint.
+
+The pool talks to every worker through the small ``Worker`` interface and
+hears back through ``WorkerEvents``, so a worker that lives in another process
+can take a thread worker's place: it needs to accept assignments and
+cancellations from any thread and report progress, stream chunks and results
+through the events object.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import secrets
+import string
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rxrunpod.models import JobStatus
+
+from . import _runpod_shim
+from ._handler import HandlerSpec
+
+__all__ = [
+    "Assignment",
+    "JobKey",
+    "Outcome",
+    "ThreadWorker",
+    "Worker",
+    "WorkerEvents",
+    "WorkerFactory",
+    "new_worker_id",
+    "run_handler",
+]
+
+logger = logging.getLogger("rxrunpod.local")
+
+# (job id, attempt): a result reported for an older attempt of a retried job is dropped.
+JobKey = tuple[str, int]
+
+_WORKER_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_worker_id() -> str:
+    """Return a worker id shaped like the hosted service's (14 lowercase letters and digits)."""
+    return "".join(secrets.choice(_WORKER_ID_ALPHABET) for _ in range(14))
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A job handed to a worker: what the handler receives as ``job``."""
+
+    job_id: str
+    attempt: int
+    input: Any
+    webhook: str | None = None
+
+    @property
+    def key(self) -> JobKey:
+        """The (job id, attempt) pair that the worker's reports carry."""
+        return (self.job_id, self.attempt)
+
+    def handler_argument(self) -> dict[str, Any]:
+        """Build the ``job`` dict a RunPod handler is called with."""
+        job: dict[str, Any] = {"id": self.job_id, "input": self.input}
+        if self.webhook is not None:
+            job["webhook"] = self.webhook
+        return job
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended on its worker."""
+
+    status: JobStatus
+    output: Any = None
+    has_output: bool = False
+    error: str | None = None
+    refresh_worker: bool = False
+
+
+class WorkerEvents(Protocol):
+    """Reports from a worker to its pool; every method may be called from any thread."""
+
+    def ready(self, worker: Worker, capacity: int) -> None:
+        """The worker finished starting and can take ``capacity`` jobs at once."""
+
+    def progress(self, key: JobKey, value: Any) -> None:
+        """The handler called ``progress_update`` for the job."""
+
+    def chunk(self, key: JobKey, item: Any) -> None:
+        """A generator handler yielded ``item``."""
+
+    def finished(self, worker: Worker, key: JobKey, outcome: Outcome, capacity: int) -> None:
+        """The job ended; the worker can now take ``capacity`` jobs at once."""
+
+    def exited(self, worker: Worker, reason: str | None) -> None:
+        """The worker stopped; ``reason`` is None after a requested stop."""
+
+
+class Worker(abc.ABC):
+    """One worker of the pool. Every method may be called from any thread."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.id = worker_id
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the worker; it reports ``ready`` once it can take jobs."""
+
+    @abc.abstractmethod
+    def assign(self, assignment: Assignment) -> None:
+        """Run a job; the worker reports ``finished`` for it exactly once."""
+
+    @abc.abstractmethod
+    def cancel(self, key: JobKey) -> None:
+        """Stop a job the worker runs; a no-op for a job it does not run."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Ask the worker to stop: jobs in flight are cancelled, then ``exited`` is reported."""
+
+    @abc.abstractmethod
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the worker to end; return whether it did."""
+
+
+WorkerFactory = Callable[[str, WorkerEvents], Worker]
+
+
+def _error_document(error: BaseException) -> str:
+    """Encode an exception the way RunPod's worker sends it: a JSON object in a string."""
+    return json.dumps(
+        {
+            "error_type": str(type(error)),
+            "error_message": str(error),
+            "error_traceback": "".join(traceback.format_exception(error)),
+            "hostname": os.environ.get("RUNPOD_POD_HOSTNAME", "localhost"),
+            "worker_id": os.environ.get("RUNPOD_POD_ID", "local"),
+        }
+    )
+
+
+def _outcome_of_return(value: Any) -> Outcome:
+    """Apply RunPod's rules to a handler's return value."""
+    if not isinstance(value, dict):
+        return Outcome(JobStatus.COMPLETED, value, has_output=True)
+    output = dict(value)
+    error = output.pop("error", None)
+    refresh = bool(output.pop("refresh_worker", False))
+    has_output = bool(output)
+    if error:
+        message = error if isinstance(error, str) else json.dumps(error, default=str)
+        return Outcome(
+            JobStatus.FAILED, output if has_output else None, has_output, message, refresh
+        )
+    return Outcome(JobStatus.COMPLETED, output if has_output else None, has_output, None, refresh)
+
+
+async def run_handler(
+    spec: HandlerSpec,
+    assignment: Assignment,
+    events: WorkerEvents,
+    is_cancelled: Callable[[], bool],
+) -> Outcome:
+    """Run one job through the handler and return how it ended.
+
+    Plain and ``async`` handlers end with their return value; generators and
+    async generators report each item through ``events.chunk`` (collected as
+    the output when ``return_aggregate_stream`` is set). A synchronous
+    generator is closed at the next item after ``is_cancelled()`` turns true.
+    Raises ``asyncio.CancelledError`` when the task running it is cancelled.
+    """
+    key = assignment.key
+    job_id = assignment.job_id
+    _runpod_shim.progress_routes[job_id] = lambda value: events.progress(key, value)
+    try:
+        result = spec.function(assignment.handler_argument())
+        if inspect.isawaitable(result):
+            result = await result
+        if inspect.isasyncgen(result):
+            collected = await _drain_async_generator(
+                result, key, events, spec.return_aggregate_stream
+            )
+            return Outcome(JobStatus.COMPLETED, collected, collected is not None)
+        if inspect.isgenerator(result):
+            collected = _drain_generator(
+                result, key, events, spec.return_aggregate_stream, is_cancelled
+            )
+            return Outcome(JobStatus.COMPLETED, collected, collected is not None)
+        return _outcome_of_return(result)
+    except (Exception, SystemExit) as error:
+        logger.debug("handler raised for job %s", job_id, exc_info=True)
+        return Outcome(JobStatus.FAILED, error=_error_document(error))
+    finally:
+        if _runpod_shim.progress_routes.get(job_id) is not None:
+            del _runpod_shim.progress_routes[job_id]
+
+
+async def _drain_async_generator(
+    generator: Any, key: JobKey, events: WorkerEvents, aggregate: bool
+) -> list[Any] | None:
+    collected: list[Any] | None = [] if aggregate else None
+    try:
+        async for item in generator:
+            events.chunk(key, item)
+            if collected is not None:
+                collected.append(item)
+    finally:
+        await generator.aclose()
+    return collected
+
+
+def _drain_generator(
+    generator: Any,
+    key: JobKey,
+    events: WorkerEvents,
+    aggregate: bool,
+    is_cancelled: Callable[[], bool],
+) -> list[Any] | None:
+    collected: list[Any] | None = [] if aggregate else None
+    try:
+        for item in generator:
+            events.chunk(key, item)
+            if collected is not None:
+                collected.append(item)
+            if is_cancelled():
+                break
+    finally:
+        generator.close()
+    return collected
+
+
+class ThreadWorker(Worker):
+    """A worker that is a thread of the server process with its own event loop.
+
+    Synchronous handlers run on that thread and block it, so the worker takes
+    a second job only when ``concurrency_modifier`` allows it and the handler
+    is async. Cancelling a running ``async`` handler raises
+    ``asyncio.CancelledError`` inside it; a synchronous generator stops at its
+    next item; a plain synchronous function runs to its end and its result is
+    dropped.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        events: WorkerEvents,
+        spec: HandlerSpec,
+        *,
+        cold_start: float = 0.0,
+    ) -> None:
+        super().__init__(worker_id)
+        self._events = events
+        self._spec = spec
+        self._cold_start = cold_start
+        self._loop = asyncio.new_event_loop()
+        self._inbox: asyncio.Queue[Assignment | None] = asyncio.Queue()
+        self._tasks: dict[JobKey, asyncio.Task[None]] = {}
+        self._cancelled: set[JobKey] = set()
+        self._stopping = False
+        self._concurrency = 1
+        self._thread = threading.Thread(
+            target=self._main, name=f"rxrunpod-worker-{worker_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def assign(self, assignment: Assignment) -> None:
+        self._call(self._inbox.put_nowait, assignment)
+
+    def cancel(self, key: JobKey) -> None:
+        self._cancelled.add(key)
+        self._call(self._cancel_task, key)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._call(self._inbox.put_nowait, None)
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        # A RuntimeError means the loop already closed: the worker has exited and reported it.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _cancel_task(self, key: JobKey) -> None:
+        task = self._tasks.get(key)
+        if task is not None:
+            task.cancel()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        reason: str | None = None
+        try:
+            self._loop.run_until_complete(self._serve())
+        except Exception as error:  # pragma: no cover - a bug in the worker itself
+            reason = f"worker crashed: {error!r}"
+            logger.exception("worker %s crashed", self.id)
+        finally:
+            try:
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                self._loop.close()
+            self._events.exited(self, reason)
+
+    async def _serve(self) -> None:
+        if self._cold_start > 0:
+            first = await self._wait_inbox(self._cold_start)
+            if first is None and self._stopping:
+                return
+        if self._stopping:
+            return
+        self._events.ready(self, self._update_capacity())
+        while True:
+            assignment = await self._inbox.get()
+            if assignment is None:
+                break
+            task = self._loop.create_task(self._run(assignment))
+            self._tasks[assignment.key] = task
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
+
+    async def _wait_inbox(self, timeout: float) -> Assignment | None:
+        """Sleep through the cold start unless a stop request arrives first."""
+        try:
+            return await asyncio.wait_for(self._inbox.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _run(self, assignment: Assignment) -> None:
+        key = assignment.key
+        try:
+            outcome = await run_handler(
+                self._spec, assignment, self._events, lambda: key in self._cancelled
+            )
+        except asyncio.CancelledError:
+            outcome = Outcome(JobStatus.CANCELLED)
+        finally:
+            self._tasks.pop(key, None)
+            self._cancelled.discard(key)
+        self._events.finished(self, key, outcome, self._update_capacity())
+
+    def _update_capacity(self) -> int:
+        """Ask ``concurrency_modifier`` for the concurrency, as RunPod's worker does."""
+        modifier = self._spec.concurrency_modifier
+        if modifier is None:
+            return 1
+        try:
+            wanted = int(modifier(self._concurrency))
+        except Exception:
+            logger.exception(
+                "concurrency_modifier raised on worker %s; keeping %d", self.id, self._concurrency
+            )
+            return self._concurrency
+        self._concurrency = max(1, wanted)
+        return self._concurrency
