@@ -16,6 +16,8 @@ and the results cross to the loop through ``loop.call_soon_threadsafe``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._aio_bridge import (
     DEFAULT_BUFFER_SIZE,
     BufferOverflow,
@@ -26,12 +28,35 @@ from ._aio_bridge import (
     loop_scheduler,
 )
 
+if TYPE_CHECKING:
+    from ._aio_endpoint import AsyncioEndpoint, AsyncioJob, ObservableEndpoint, ObservableJob
+
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
+    "AsyncioEndpoint",
+    "AsyncioJob",
     "BufferOverflow",
     "LoopScheduler",
+    "ObservableEndpoint",
     "ObservableIterator",
+    "ObservableJob",
     "await_observable",
     "iterate",
     "loop_scheduler",
 ]
+
+# The aiohttp client loads on first use: ``await observable`` needs only the
+# bridges, and aiohttp is an optional dependency (the ``local`` extra).
+_ENDPOINT_NAMES = frozenset(
+    {"AsyncioEndpoint", "AsyncioJob", "ObservableEndpoint", "ObservableJob"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENDPOINT_NAMES:
+        from . import _aio_endpoint
+
+        value = getattr(_aio_endpoint, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rxrunpod.aio' has no attribute {name!r}")

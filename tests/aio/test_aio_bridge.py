@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import reactivex
@@ -18,40 +17,7 @@ from rxrunpod import JobNotFound
 from rxrunpod.aio import BufferOverflow, await_observable, iterate, loop_scheduler
 from tests.aio.threaded_sources import ThreadedSource
 
-_T = TypeVar("_T")
-
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def background_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A loop that is already running in another thread, as in a Jupyter kernel."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="background-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
-
-
-def run_in(loop: asyncio.AbstractEventLoop | None, make: Callable[[], Awaitable[_T]]) -> _T:
-    """Run a coroutine with asyncio.run (loop None) or inside an already running loop."""
-
-    async def main() -> _T:
-        return await make()
-
-    if loop is None:
-        return asyncio.run(main())
-    return asyncio.run_coroutine_threadsafe(main(), loop).result(20)
-
-
-@pytest.fixture(params=["asyncio.run", "running loop"])
-def runner(
-    request: pytest.FixtureRequest, background_loop: asyncio.AbstractEventLoop
-) -> Callable[[Callable[[], Awaitable[Any]]], Any]:
-    loop = None if request.param == "asyncio.run" else background_loop
-    return lambda make: run_in(loop, make)
 
 
 def test_await_resolves_when_source_completes_on_a_worker_thread(runner: Any) -> None:
