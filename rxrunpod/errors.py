@@ -144,11 +144,18 @@ class ServerError(APIError):
 
 
 class MalformedResponse(APIError):
-    """A response that is not the JSON document expected; ``body_start`` holds its first bytes."""
+    """A response that is not the JSON document expected; ``body_start`` holds its first bytes.
 
-    def __init__(self, message: str, *, body_start: str = "", **context: object) -> None:
+    ``body_truncated`` is True when the connection broke off inside the body,
+    so sending the same request again may succeed.
+    """
+
+    def __init__(
+        self, message: str, *, body_start: str = "", body_truncated: bool = False, **context: object
+    ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.body_start = body_start
+        self.body_truncated = body_truncated
 
 
 class StreamItemsLost(APIError):

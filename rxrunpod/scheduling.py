@@ -1,0 +1,340 @@
+"""The shared schedulers: a bounded I/O thread pool and one timer thread.
+
+Tracking thousands of jobs must not cost a thread per job or per timer (as
+``reactivex``'s ``TimeoutScheduler`` would), so every poller in the process
+shares two schedulers:
+
+- ``TimerScheduler``: one thread that fires timed actions. Actions run on that
+  thread, so they must be short; the I/O scheduler only uses it to hand
+  actions over to the pool.
+- ``IoScheduler``: runs actions on a pool of at most ``max_workers`` threads
+  (blocking HTTP calls); ``schedule_relative`` waits on the timer thread, not
+  on a pool thread.
+
+Both start threads on demand and let them exit after ``idle_timeout`` seconds
+without work, so a process that stops polling returns to its baseline thread
+count. ``default_io_scheduler()`` and ``default_timer_scheduler()`` return the
+process-wide instances.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from reactivex import abc, typing
+from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
+from reactivex.scheduler.scheduler import Scheduler
+
+__all__ = [
+    "DEFAULT_IO_WORKERS",
+    "IoScheduler",
+    "TimerScheduler",
+    "default_io_scheduler",
+    "default_timer_scheduler",
+]
+
+log = logging.getLogger("rxrunpod.scheduling")
+
+_TState = TypeVar("_TState")
+
+DEFAULT_IO_WORKERS = 32
+"""Threads of the shared I/O pool, which bounds the HTTP requests in flight at once."""
+
+DEFAULT_IDLE_TIMEOUT = 2.0
+"""Seconds an idle pool or timer thread waits for work before it exits."""
+
+
+class _Action:
+    """One scheduled action; cancelling it before it runs drops it."""
+
+    __slots__ = ("action", "cancelled", "disposable", "scheduler", "state", "taken")
+
+    def __init__(
+        self, scheduler: abc.SchedulerBase, action: typing.ScheduledAction[Any], state: Any
+    ) -> None:
+        self.scheduler = scheduler
+        self.action = action
+        self.state = state
+        self.cancelled = False
+        self.taken = False
+        self.disposable = SingleAssignmentDisposable()
+
+    def invoke(self) -> None:
+        if self.cancelled:
+            return
+        try:
+            result = self.action(self.scheduler, self.state)
+        except Exception:
+            # A scheduled action has no caller to raise to; dropping the error
+            # silently would hide bugs, killing the thread would stop every poller.
+            log.exception("a scheduled action raised")
+            return
+        if isinstance(result, abc.DisposableBase):
+            self.disposable.disposable = result
+
+    def dispose(self) -> None:
+        self.cancelled = True
+        self.disposable.dispose()
+
+
+class TimerScheduler(Scheduler):
+    """Fires timed actions on one thread, started on demand and ended when idle.
+
+    Cancelled timers leave the queue at once, so disposing every subscription
+    lets the thread exit after ``idle_timeout`` seconds.
+    """
+
+    def __init__(
+        self, *, name: str = "rxrunpod-timer", idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._idle_timeout = idle_timeout
+        self._condition = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Action]] = []
+        self._sequence = itertools.count()
+        self._live = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        """Number of timers waiting to fire."""
+        with self._condition:
+            return self._live
+
+    def schedule(
+        self, action: typing.ScheduledAction[_TState], state: _TState | None = None
+    ) -> abc.DisposableBase:
+        """Run ``action`` on the timer thread as soon as possible."""
+        return self._enqueue(0.0, action, state)
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` on the timer thread after ``duetime`` (seconds or ``timedelta``)."""
+        return self._enqueue(self.to_seconds(duetime), action, state)
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` on the timer thread at ``duetime`` (wall clock)."""
+        seconds = (self.to_datetime(duetime) - self.now).total_seconds()
+        return self._enqueue(seconds, action, state)
+
+    def _enqueue(
+        self, seconds: float, action: typing.ScheduledAction[Any], state: Any
+    ) -> abc.DisposableBase:
+        item = _Action(self, action, state)
+        due = time.monotonic() + max(0.0, seconds)
+        with self._condition:
+            heapq.heappush(self._heap, (due, next(self._sequence), item))
+            self._live += 1
+            self._condition.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+        return Disposable(lambda: self._cancel(item))
+
+    def _cancel(self, item: _Action) -> None:
+        with self._condition:
+            if item.cancelled:
+                return
+            item.cancelled = True
+            if item.taken:
+                # Already off the queue (running or about to run): only the
+                # flag and the action's own disposable are left to handle.
+                item.disposable.dispose()
+                return
+            self._live -= 1
+            # Drop cancelled entries eagerly once they dominate the heap, so
+            # thousands of disposed pollers do not keep the thread waking up.
+            if len(self._heap) > 64 and self._live < len(self._heap) // 2:
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+            self._condition.notify()
+        item.disposable.dispose()
+
+    def _run(self) -> None:
+        while True:
+            item = self._next_due()
+            if item is None:
+                return
+            item.invoke()
+
+    def _next_due(self) -> _Action | None:
+        with self._condition:
+            idle_since: float | None = None
+            while True:
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                now = time.monotonic()
+                if self._heap:
+                    idle_since = None
+                    due, _, item = self._heap[0]
+                    if due <= now:
+                        heapq.heappop(self._heap)
+                        self._live -= 1
+                        item.taken = True
+                        return item
+                    self._condition.wait(due - now)
+                    continue
+                if idle_since is None:
+                    idle_since = now
+                remaining = self._idle_timeout - (now - idle_since)
+                if remaining <= 0:
+                    self._thread = None
+                    return None
+                self._condition.wait(remaining)
+
+
+class _WorkerPool:
+    """A thread pool whose threads exit after ``idle_timeout`` seconds without work."""
+
+    def __init__(self, max_workers: int, idle_timeout: float, name: str) -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        self.max_workers = max_workers
+        self._idle_timeout = idle_timeout
+        self._name = name
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Semaphore(0)
+        self._workers = 0
+        self._started = itertools.count(1)
+
+    @property
+    def threads(self) -> int:
+        """Number of pool threads alive now."""
+        with self._lock:
+            return self._workers
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self._queue.put(work)
+        with self._lock:
+            # An idle token means some thread is (or is about to be) blocked on
+            # the queue and will take this work; otherwise grow the pool.
+            if self._idle.acquire(blocking=False):
+                return
+            if self._workers < self.max_workers:
+                self._workers += 1
+                name = f"{self._name}-{next(self._started)}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                work = self._queue.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    # Retire only with our own idle token, so a submit that
+                    # counted on this thread finds it still taking work.
+                    if self._idle.acquire(blocking=False):
+                        self._workers -= 1
+                        return
+                continue
+            work()
+            self._idle.release()
+
+
+class IoScheduler(Scheduler):
+    """Runs actions on a bounded thread pool; delays wait on the timer thread.
+
+    Use it for blocking I/O: at most ``max_workers`` actions run at once, and
+    the rest wait in a queue.
+    """
+
+    def __init__(
+        self,
+        max_workers: int = DEFAULT_IO_WORKERS,
+        *,
+        timer: TimerScheduler | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        name: str = "rxrunpod-io",
+    ) -> None:
+        super().__init__()
+        self._pool = _WorkerPool(max_workers, idle_timeout, name)
+        self.timer = timer if timer is not None else default_timer_scheduler()
+
+    @property
+    def max_workers(self) -> int:
+        """Largest number of pool threads, and so of actions running at once."""
+        return self._pool.max_workers
+
+    @property
+    def threads(self) -> int:
+        """Number of pool threads alive now."""
+        return self._pool.threads
+
+    def schedule(
+        self, action: typing.ScheduledAction[_TState], state: _TState | None = None
+    ) -> abc.DisposableBase:
+        """Run ``action`` on a pool thread as soon as one is free."""
+        item = _Action(self, action, state)
+        self._pool.submit(item.invoke)
+        return Disposable(item.dispose)
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` on a pool thread after ``duetime``, waiting on the timer thread."""
+        seconds = self.to_seconds(duetime)
+        if seconds <= 0:
+            return self.schedule(action, state)
+        handed_over = SingleAssignmentDisposable()
+
+        def hand_over(_: abc.SchedulerBase, __: Any) -> None:
+            handed_over.disposable = self.schedule(action, state)
+
+        timer = self.timer.schedule_relative(seconds, hand_over)
+        return CompositeDisposable(timer, handed_over)
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` on a pool thread at ``duetime`` (wall clock)."""
+        due: datetime = self.to_datetime(duetime)
+        return self.schedule_relative(due - self.now, action, state)
+
+
+_defaults_lock = threading.Lock()
+_default_timer: TimerScheduler | None = None
+_default_io: IoScheduler | None = None
+
+
+def default_timer_scheduler() -> TimerScheduler:
+    """Return the process-wide timer scheduler, created on first use."""
+    global _default_timer
+    with _defaults_lock:
+        if _default_timer is None:
+            _default_timer = TimerScheduler()
+        return _default_timer
+
+
+def default_io_scheduler() -> IoScheduler:
+    """Return the process-wide I/O scheduler of ``DEFAULT_IO_WORKERS`` threads."""
+    global _default_io
+    timer = default_timer_scheduler()
+    with _defaults_lock:
+        if _default_io is None:
+            _default_io = IoScheduler(DEFAULT_IO_WORKERS, timer=timer)
+        return _default_io
