@@ -68,12 +68,20 @@ BATCH_GROWTH_FACTOR = 3
 
 
 def reply_tokens(seed=None, max_tokens=None):
-    """Return the reply's tokens and its finish reason."""
+    """Return the reply's tokens and its finish reason.
+
+    A reply that wraps around starts the text again after a blank line, so
+    the last word and the first never run together.
+    """
     start = int(seed or 0) % len(TOKENS)
-    if max_tokens is None:
-        return TOKENS[start:] + TOKENS[:start], "stop"
-    count = int(max_tokens)
-    return [TOKENS[(start + i) % len(TOKENS)] for i in range(count)], "length"
+    count = len(TOKENS) if max_tokens is None else int(max_tokens)
+    tokens = []
+    for position in range(start, start + count):
+        token = TOKENS[position % len(TOKENS)]
+        if position > 0 and position % len(TOKENS) == 0:
+            token = "\n\n" + token
+        tokens.append(token)
+    return tokens, "stop" if max_tokens is None else "length"
 
 
 def error_document(message, code=400):
