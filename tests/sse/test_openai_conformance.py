@@ -11,24 +11,24 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
+from openai.types.chat import ChatCompletionUserMessageParam
 from reactivex import operators as ops
 
-from rxrunpod import Endpoint
+from rxrunpod import Endpoint, local
 from rxrunpod.errors import InvalidRequest
 from rxrunpod.openai import collect_text, texts
-
-openai = pytest.importorskip(
-    "openai", reason="the conformance test needs the official openai client"
-)
-local = pytest.importorskip("rxrunpod.local", reason="the local endpoint needs aiohttp")
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.sdk]
 
 HANDLER = Path(__file__).resolve().parents[2] / "examples" / "handlers" / "openai_tokens.py"
 MODEL = "gettysburg-address"
-MESSAGES = [{"role": "user", "content": "Recite the address."}]
+MESSAGES: list[ChatCompletionUserMessageParam] = [
+    {"role": "user", "content": "Recite the address."}
+]
 OPENING = "Four score and seven years ago our fathers brought forth on this continent"
 CLOSING = "shall not perish from the earth."
 
@@ -71,7 +71,7 @@ def test_chat_stream_text_matches_openai_client(endpoint: Endpoint, client: open
 def test_completion_stream_text_matches_openai_client(
     endpoint: Endpoint, client: openai.OpenAI
 ) -> None:
-    options = {"max_tokens": 300, "seed": 10}
+    options: dict[str, Any] = {"max_tokens": 300, "seed": 10}
     ours = endpoint.openai.completions("Once", model=MODEL, **options).pipe(collect_text()).run()
 
     theirs = []
