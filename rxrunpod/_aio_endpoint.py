@@ -24,15 +24,13 @@ from reactivex.disposable import Disposable
 
 from .errors import (
     APIError,
-    JobCancelled,
     JobError,
-    JobFailed,
-    JobTimedOut,
     MalformedResponse,
     RequestError,
     WaitTimeout,
 )
 from .http import HttpClient, RetryPolicy, encode_json
+from .job import job_error
 from .models import Health, JobState, JobStatus, PurgeResult, StreamBatch
 from .observable import RunPodObservable
 from .polling import PollPolicy
@@ -445,17 +443,7 @@ class AsyncioJob:
 
 
 def _final_error(state: JobState) -> JobError | None:
-    if state.status is JobStatus.FAILED:
-        detail = state.error_detail
-        reason = f": {detail.message}" if detail is not None else ""
-        return JobFailed(f"job {state.id} failed{reason}", state)
-    if state.status is JobStatus.CANCELLED:
-        return JobCancelled(f"job {state.id} was cancelled", state)
-    if state.status is JobStatus.TIMED_OUT:
-        return JobTimedOut(
-            f"job {state.id} timed out on the server (executionTimeout or ttl)", state
-        )
-    return None
+    return job_error(state) if state.is_final and state.status is not JobStatus.COMPLETED else None
 
 
 def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:

@@ -48,11 +48,11 @@ def endpoint(session: aiohttp.ClientSession, base_url: str, **options: Any) -> A
 
 
 async def wait_for_status(
-    job: AsyncioJob, wanted: rr.JobStatus, within: float = 5.0
+    job: AsyncioJob, expected: rr.JobStatus, within: float = 5.0
 ) -> rr.JobStatus:
     deadline = time.monotonic() + within
     status = await job.status()
-    while status is not wanted and time.monotonic() < deadline:
+    while status is not expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         status = await job.status()
     return status
