@@ -147,6 +147,12 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
         default=1.0,
         help="seconds an injected slow answer waits (default: 1)",
     )
+    serve.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the rxrunpod loggers (default: INFO)",
+    )
     serve.set_defaults(command_function=command_serve)
 
 

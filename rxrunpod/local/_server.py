@@ -16,6 +16,7 @@ from rxrunpod.models import JobStatus
 from ._engine import Engine
 from ._faults import FaultRule, Faults, Stats
 from ._jobs import JobPolicy, LocalJob
+from ._openai import handle_openai
 from ._webhooks import WebhookSender
 
 __all__ = ["MAX_BODY", "RUNSYNC_BODY_LIMIT", "RUN_BODY_LIMIT", "LocalServer", "json_response"]
@@ -105,6 +106,9 @@ class LocalServer:
             resource = routes.add_resource(f"{base}/{path}", name=name)
             resource.add_route("GET", handler)
             resource.add_route("POST", handler)
+        openai = routes.add_resource(f"{base}/openai/{{path:v1/.*}}", name="openai")
+        openai.add_route("GET", self.openai)
+        openai.add_route("POST", self.openai)
         return app
 
     # -- middleware: routing names, auth, faults, counters, JSON errors -----
@@ -184,7 +188,7 @@ class LocalServer:
 
     # -- request parsing ---------------------------------------------------
 
-    async def _read_json(self, request: web.Request, limit: int, route: str) -> Any:
+    async def read_json(self, request: web.Request, limit: int, route: str) -> Any:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -236,7 +240,7 @@ class LocalServer:
         return self.engine.submit(job_input, policy, webhook, sync=sync)
 
     async def run(self, request: web.Request) -> web.StreamResponse:
-        document = await self._read_json(request, RUN_BODY_LIMIT, "run")
+        document = await self.read_json(request, RUN_BODY_LIMIT, "run")
         job_input, policy, webhook = self._job_request(document, "run")
         job = self.submit(job_input, policy, webhook, sync=False, route="run")
         return json_response({"id": job.id, "status": JobStatus.IN_QUEUE.value})
@@ -245,7 +249,7 @@ class LocalServer:
         wait_ms = _wait_parameter(
             request, RUNSYNC_WAIT_DEFAULT_MS, RUNSYNC_WAIT_MIN_MS, RUNSYNC_WAIT_MAX_MS
         )
-        document = await self._read_json(request, RUNSYNC_BODY_LIMIT, "runsync")
+        document = await self.read_json(request, RUNSYNC_BODY_LIMIT, "runsync")
         job_input, policy, webhook = self._job_request(document, "runsync")
         job = self.submit(job_input, policy, webhook, sync=True, route="runsync")
         deadline = self.engine.loop.time() + wait_ms / 1000
@@ -303,6 +307,9 @@ class LocalServer:
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.engine.health())
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        return await handle_openai(self, request)
 
     def send_webhook(self, job: LocalJob) -> None:
         """Deliver the final document of ``job`` to its webhook URL."""

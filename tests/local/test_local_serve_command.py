@@ -1,0 +1,96 @@
+"""``rxrunpod serve`` as a separate process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from rxrunpod.cli import build_parser
+
+pytestmark = pytest.mark.timeout(60)
+
+HANDLER = Path(__file__).parent / "handlers" / "runpod_style.py"
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_serve_runs_handler_file_until_sigint() -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "rxrunpod",
+        "serve",
+        str(HANDLER),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/v2" in banner
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/v2/any/runsync", json={"input": {}}, timeout=10
+        ).json()
+        assert answer["output"] == ["one", "two", "three"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        if process.stderr is not None:
+            stderr = process.stderr.read()
+            process.stderr.close()
+            assert "Traceback" not in stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/v2/any/health", timeout=2)
+
+
+def test_serve_parses_faults_and_worker_options() -> None:
+    arguments = build_parser().parse_args(
+        [
+            "serve",
+            "h.py",
+            "--fault",
+            "429@run=0.1",
+            "--min-workers",
+            "0",
+            "--max-workers",
+            "3",
+            "--log-level",
+            "DEBUG",
+        ]
+    )
+    assert arguments.fault == ["429@run=0.1"]
+    assert arguments.min_workers == 0
+    assert arguments.max_workers == 3
+    assert arguments.log_level == "DEBUG"
+
+
+def test_serve_rejects_bad_fault_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from rxrunpod.cli import main
+
+    assert main(["serve", str(HANDLER), "--fault", "418=0.5"]) == 2
+    assert "unknown fault kind '418'" in capsys.readouterr().err
