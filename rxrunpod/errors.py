@@ -140,7 +140,14 @@ class RateLimited(APIError):
 
 
 class ServerError(APIError):
-    """The server responded with a 5xx status and the retry budget, if any, is spent."""
+    """The server responded with a 5xx status and the retry budget, if any, is spent.
+
+    ``retry_after`` is in seconds when a 503 carried a ``Retry-After`` header.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.retry_after = retry_after
 
 
 class MalformedResponse(APIError):

@@ -102,7 +102,7 @@ class RetryPolicy:
         """
         if attempt >= self.max_attempts or not is_transient(error, retry_safe=retry_safe):
             return None
-        if isinstance(error, RateLimited) and error.retry_after is not None:
+        if isinstance(error, RateLimited | ServerError) and error.retry_after is not None:
             return error.retry_after if error.retry_after <= self.max_retry_after else None
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return ceiling / 2 + self.random() * ceiling / 2
@@ -387,19 +387,35 @@ class HttpClient:
         self, response: requests.Response, method: str, path: str, job_id: str | None
     ) -> bytes:
         received = bytearray()
+        # urllib3 would raise on a short body and drop the bytes that did
+        # arrive; compare against Content-Length here instead, so the error
+        # can show them.
+        response.raw.enforce_content_length = False
+        failure: Exception | None = None
         try:
             for chunk in response.iter_content(chunk_size=65536):
                 received.extend(chunk)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            raise MalformedResponse(
-                f"{method} {self._log_path(path)} returned {response.status_code} but the body "
-                f"broke off after {len(received)} bytes ({type(error).__name__}); the response "
-                "is lost, so send the request again.",
-                body_start=_body_start(bytes(received)),
-                body_truncated=True,
-                **self._context(method, path, response.status_code, job_id),
-            ) from error
-        return bytes(received)
+            failure = error
+        declared = response.headers.get("Content-Length")
+        encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+        short = (
+            declared is not None
+            and declared.isdigit()
+            and not encoded
+            and len(received) < int(declared)
+        )
+        if failure is None and not short:
+            return bytes(received)
+        cause = type(failure).__name__ if failure else f"{declared} bytes were declared"
+        raise MalformedResponse(
+            f"{method} {self._log_path(path)} returned {response.status_code} but the body "
+            f"broke off after {len(received)} bytes ({cause}); the response is lost, so send "
+            "the request again.",
+            body_start=_body_start(bytes(received)),
+            body_truncated=True,
+            **self._context(method, path, response.status_code, job_id),
+        ) from failure
 
     def _decode(
         self, content: bytes, status: int, method: str, path: str, job_id: str | None
@@ -462,6 +478,7 @@ class HttpClient:
             return ServerError(
                 f"{asked} returned {answered}{detail}. The endpoint failed to handle the request; "
                 "try again later.",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
                 **context,
             )
         return APIError(f"{asked} returned {answered}{detail}.", **context)

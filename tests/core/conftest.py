@@ -36,6 +36,10 @@ def scheduler() -> TestScheduler:
 def virtual_endpoint(server: ScriptedServer, scheduler: TestScheduler) -> Iterator[Endpoint]:
     """An endpoint whose HTTP runs inline on a TestScheduler's virtual clock."""
     with Endpoint(
-        "ep", api_key="test-key-123", base_url=server.base_url, scheduler=scheduler, retry=FAST_RETRY
+        "ep",
+        api_key="test-key-123",
+        base_url=server.base_url,
+        scheduler=scheduler,
+        retry=FAST_RETRY,
     ) as ep:
         yield ep

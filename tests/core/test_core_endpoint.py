@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -28,7 +29,9 @@ def queued(job_id: str = "j1") -> dict[str, object]:
     return {"id": job_id, "status": "IN_QUEUE"}
 
 
-def test_run_returns_job_and_sends_wrapped_payload(endpoint: Endpoint, server: ScriptedServer) -> None:
+def test_run_returns_job_and_sends_wrapped_payload(
+    endpoint: Endpoint, server: ScriptedServer
+) -> None:
     server.json_reply("POST", "/v2/ep/run", queued())
 
     job = endpoint.run({"prompt": "hi"}).run()
@@ -67,7 +70,9 @@ def test_run_adds_webhook_policy_and_s3_config(endpoint: Endpoint, server: Scrip
     }
 
 
-def test_run_is_cold_and_submits_per_subscription(endpoint: Endpoint, server: ScriptedServer) -> None:
+def test_run_is_cold_and_submits_per_subscription(
+    endpoint: Endpoint, server: ScriptedServer
+) -> None:
     server.json_reply("POST", "/v2/ep/run", queued())
 
     submission = endpoint.run({"n": 1})
@@ -148,8 +153,12 @@ def test_output_raises_typed_error_for_unsuccessful_end(
     assert caught.value.state.raw_status == document["status"]
 
 
-def test_failed_job_error_parses_json_encoded_detail(endpoint: Endpoint, server: ScriptedServer) -> None:
-    error = '{"error_type": "ValueError", "error_message": "bad input", "error_traceback": "Traceback..."}'
+def test_failed_job_error_parses_json_encoded_detail(
+    endpoint: Endpoint, server: ScriptedServer
+) -> None:
+    error = json.dumps(
+        {"error_type": "ValueError", "error_message": "bad input", "error_traceback": "Trace..."}
+    )
     server.json_reply("GET", STATUS, {"id": "j1", "status": "FAILED", "error": error})
 
     with pytest.raises(JobFailed) as caught:
@@ -157,7 +166,7 @@ def test_failed_job_error_parses_json_encoded_detail(endpoint: Endpoint, server:
 
     assert caught.value.error_type == "ValueError"
     assert caught.value.error_message == "bad input"
-    assert caught.value.error_traceback == "Traceback..."
+    assert caught.value.error_traceback == "Trace..."
     assert "bad input" in str(caught.value)
 
 
@@ -194,8 +203,12 @@ def test_cancel_and_retry_post_to_their_routes(endpoint: Endpoint, server: Scrip
     assert retried.status is JobStatus.IN_QUEUE
 
 
-def test_run_sync_returns_output_of_final_answer(endpoint: Endpoint, server: ScriptedServer) -> None:
-    server.json_reply("POST", "/v2/ep/runsync", {"id": "sync-1", "status": "COMPLETED", "output": 42})
+def test_run_sync_returns_output_of_final_answer(
+    endpoint: Endpoint, server: ScriptedServer
+) -> None:
+    server.json_reply(
+        "POST", "/v2/ep/runsync", {"id": "sync-1", "status": "COMPLETED", "output": 42}
+    )
 
     assert endpoint.run_sync({"n": 1}, timeout=30).run() == 42
     request = server.requests_to("POST", "/v2/ep/runsync")[0]
@@ -246,7 +259,9 @@ def test_purge_queue_returns_removed_count(endpoint: Endpoint, server: ScriptedS
     assert result == PurgeResult(removed=4, status="completed")
 
 
-def test_stream_emits_items_in_order_then_completes(endpoint: Endpoint, server: ScriptedServer) -> None:
+def test_stream_emits_items_in_order_then_completes(
+    endpoint: Endpoint, server: ScriptedServer
+) -> None:
     server.json_reply(
         "GET",
         "/v2/ep/stream/j1",

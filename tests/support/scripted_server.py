@@ -19,6 +19,7 @@ matches no route gets a 599 reply whose body names it, and is listed in
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import json
@@ -135,7 +136,9 @@ class ScriptedServer:
             )
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{THREAD_PREFIX}-main"
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{THREAD_PREFIX}-main",
         )
         self._thread.start()
         return self
@@ -149,10 +152,8 @@ class ScriptedServer:
         with self._lock:
             sockets = list(self._sockets)
         for connection in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._thread is not None:
             self._thread.join(5)
         for thread in threading.enumerate():
@@ -241,15 +242,21 @@ class ScriptedServer:
     def _record(self, request: RecordedRequest) -> Reply:
         with self._lock:
             self._requests.append(request)
-            routes = [route for route in self._routes if route.matches(request.method, request.path)]
-            reply = routes[0].next_reply(request) if routes and routes[0].responder is None else None
+            routes = [
+                route for route in self._routes if route.matches(request.method, request.path)
+            ]
+            reply = (
+                routes[0].next_reply(request) if routes and routes[0].responder is None else None
+            )
             responder = routes[0].responder if routes else None
         if responder is not None:
             reply = responder(request)
         if reply is None:
             with self._lock:
                 self._unmatched.append(request)
-            return Reply(status=599, json={"error": f"no scripted reply for {request.method} {request.path}"})
+            return Reply(
+                status=599, json={"error": f"no scripted reply for {request.method} {request.path}"}
+            )
         return reply
 
     def _opened(self, connection: socket.socket) -> None:
@@ -267,7 +274,9 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     _names = itertools.count(1)
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: ScriptedServer):
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: ScriptedServer
+    ):
         self.owner = owner
         super().__init__(address, handler)
 
@@ -349,7 +358,9 @@ def _make_handler(owner: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
         def _close(self, *, reset: bool) -> None:
             if reset:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
             self.close_connection = True
             try:
                 self.wfile.flush()
@@ -378,4 +389,3 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() >= deadline:
             return bool(predicate())
         time.sleep(interval)
-
