@@ -38,8 +38,14 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     add_serve_command(subcommands)
 
 
+def _add_client_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_client_commands
+
+    add_client_commands(subcommands)
+
+
 # The subcommands in the order ``--help`` lists them.
-REGISTRARS: list[CommandRegistrar] = [_add_serve]
+REGISTRARS: list[CommandRegistrar] = [_add_client_commands, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rxrunpod {__version__}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of the rxrunpod loggers on stderr (default: INFO)",
+        help="log level of the rxrunpod loggers on stderr "
+        "(default: INFO for serve, WARNING for the other commands)",
     )
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for register in REGISTRARS:
@@ -74,9 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("rxrunpod").setLevel(arguments.log_level)
-    result: int = command(arguments)
-    return result
+    level = arguments.log_level or getattr(arguments, "default_log_level", "INFO")
+    logging.getLogger("rxrunpod").setLevel(level)
+    from ._commands import run_command
+
+    return run_command(command, arguments)
 
 
 if __name__ == "__main__":
