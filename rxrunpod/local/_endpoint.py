@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -43,7 +44,7 @@ class LocalEndpoint:
 
     ``handler`` is a callable, a ``.py`` file, ``path.py:function`` or
     ``module:function``. ``start()`` binds ``host:port`` (port 0 picks a free
-    one), starts the workers and returns once the server accepts requests;
+    one), starts the workers and returns once the server accepts requests.
     ``stop()`` ends every request, worker and socket. Used as a context
     manager it starts and stops itself. ``base_url`` ends in ``/v2``, so it
     can be used as ``RUNPOD_ENDPOINT_BASE_URL``; any endpoint id in the path
@@ -144,7 +145,7 @@ class LocalEndpoint:
         return self._thread is not None
 
     def endpoint_url(self, endpoint_id: str = "local") -> str:
-        """The URL of one endpoint, e.g. ``.../v2/local``."""
+        """Return the URL of one endpoint, e.g. ``.../v2/local``."""
         return f"{self.base_url}/{endpoint_id}"
 
     def start(self) -> LocalEndpoint:
@@ -302,9 +303,10 @@ class LocalEndpoint:
 
 
 def _join_workers(workers: list[Worker]) -> list[str]:
+    deadline = time.monotonic() + _WORKER_JOIN_TIMEOUT
     stuck = []
     for worker in workers:
-        if not worker.join(_WORKER_JOIN_TIMEOUT):
+        if not worker.join(max(0.0, deadline - time.monotonic())):
             stuck.append(worker.id)
     return stuck
 

@@ -66,7 +66,7 @@ class _LoopEvents:
         self._loop = loop
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
-        # A RuntimeError means the server loop closed during shutdown; nobody is left to tell.
+        # A RuntimeError means the server loop closed during shutdown, so the report has no reader.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback, *args)
 
@@ -201,7 +201,7 @@ class Engine:
         return len(queued)
 
     def take_chunks(self, job: LocalJob) -> list[Any]:
-        """Hand out the stream chunks nobody took yet; each chunk is handed out once."""
+        """Return the stream chunks not yet handed out and mark them taken."""
         chunks = job.pending_chunks
         if chunks:
             job.pending_chunks = []
@@ -221,6 +221,8 @@ class Engine:
                     idle += 1
                 free_seats += max(0, slot.capacity - len(slot.jobs))
         queued = len(self._queue)
+        # NOTE: RunPod does not define "throttled" precisely; here it counts the queued jobs
+        # that max_workers keeps from getting a worker, at most max_workers.
         throttled = 0
         if len(self._slots) >= self.settings.max_workers:
             throttled = min(max(0, queued - free_seats - initializing), self.settings.max_workers)
@@ -315,6 +317,8 @@ class Engine:
         return job
 
     def _spawn(self) -> None:
+        if self._closed:
+            return
         worker = self._worker_factory(new_worker_id(), self._events)
         self._slots[worker] = _WorkerSlot(worker)
         logger.info("worker %s initializing", worker.id)

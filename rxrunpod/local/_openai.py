@@ -6,7 +6,7 @@ As on RunPod, each request becomes a job whose input is
 a string is written unchanged (RunPod's vLLM worker yields ready SSE text), a
 dict becomes one ``data: {json}`` event and a list one event per element;
 ``data: [DONE]`` ends the stream unless the handler sent it. Otherwise the
-first yielded item (or the return value) is the JSON answer. An item shaped
+first yielded item (or the return value) is the JSON response body. An item shaped
 like OpenAI's error (``{"object": "error", "code": 400, ...}``) becomes an
 answer with that status.
 """
@@ -41,7 +41,7 @@ _WAIT_SLICE = 30.0
 
 
 async def handle_openai(server: LocalServer, request: web.Request) -> web.StreamResponse:
-    """Answer one OpenAI-compatible request by running it as a job."""
+    """Handle one OpenAI-compatible request by running it as a job."""
     from ._server import RUNSYNC_BODY_LIMIT, BadRequest, json_response
 
     route = "/" + request.match_info["path"].strip("/")

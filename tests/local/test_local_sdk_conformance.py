@@ -1,4 +1,4 @@
-"""The official RunPod SDK (a client nobody here wrote) against the local endpoint."""
+"""The official RunPod SDK, an independent client, against the local endpoint."""
 
 from __future__ import annotations
 
