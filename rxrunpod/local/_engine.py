@@ -374,6 +374,8 @@ class Engine:
     def _time_out(self, job: LocalJob, key: JobKey) -> None:
         if self._current(key) is not job:
             return
+        # The hosted service reports an exceeded executionTimeout as FAILED, so TIMED_OUT
+        # is never produced here.
         logger.info(
             "job %s exceeded its executionTimeout of %.3f s", job.id, job.policy.execution_timeout
         )
