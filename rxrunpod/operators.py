@@ -368,11 +368,11 @@ def _reorder() -> Callable[[Observable[JobUpdate]], Observable[JobUpdate]]:
 def _merge_bounded(max_concurrent: int) -> Callable[[Observable[Observable[_T]]], Observable[_T]]:
     """Merge inner observables, subscribed to at most ``max_concurrent`` at a time.
 
-    reactivex's ``merge(max_concurrent=)`` updates its counters without a
-    lock on the source's thread while inner sequences complete on pool
-    threads, which can strand a queued inner sequence. Here every counter
-    change holds one lock, and subscriptions happen outside it because
-    subscribing submits a job over HTTP.
+    reactivex 6.1's ``merge(max_concurrent=)`` changes its counters outside
+    its lock when the source emits, while here inner sequences complete on
+    pool threads. This version makes every counter change under one lock and
+    subscribes outside it. NOTE: no lost item was reproduced with reactivex's
+    version (30 runs of 2000 inner sequences), so the lock is a precaution.
     """
 
     def operator(source: Observable[Observable[_T]]) -> Observable[_T]:
@@ -539,21 +539,41 @@ def _track_job(
 
         def follow() -> None:
             assert job is not None
-            work.disposable = job.updates(cancel_on_dispose=False).subscribe(on_state, fail)
+            last: list[JobState] = []
 
-        def on_state(state: JobState) -> None:
+            def on_state(state: JobState) -> None:
+                last[:] = [state]
+                if not state.is_final:
+                    emit(state, final=False)
+
+            # The decision waits for on_completed: a retry sent while the
+            # status stream is still ending could see that stream's stale
+            # final state again.
+            def on_completed() -> None:
+                if last and last[0].is_final:
+                    conclude(last[0])
+                else:
+                    fail(
+                        RuntimeError(
+                            f"the status stream of job {job.id} ended without a final state"
+                        )
+                    )
+
+            work.disposable = job.updates(cancel_on_dispose=False).subscribe(
+                on_state, fail, on_completed
+            )
+
+        def conclude(state: JobState) -> None:
             nonlocal attempt
-            if not state.is_final:
-                emit(state, final=False)
-                return
             with lock:
                 retry = state.status in RETRYABLE_STATUSES and attempt < retries and not done
-                if retry:
-                    attempt += 1
             if not retry:
                 emit(state, final=True)
                 return
+
             emit(state, final=False)
+            with lock:
+                attempt += 1
             assert job is not None
             logger.info(
                 "job %s ended %s, retrying (attempt %d of %d)",
