@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from reactivex import Observable
@@ -255,8 +256,6 @@ def run_command(command: Callable[[argparse.Namespace], int], arguments: argpars
 
 def command_demo(arguments: argparse.Namespace) -> int:
     """Run ``rxrunpod demo``; exit 1 when a figure did not come out as planned."""
-    from pathlib import Path
-
     from .demo import main as demo_main
 
     if arguments.jobs < 8:
@@ -376,7 +375,7 @@ def read_input(text: str) -> Any:
         path = text[1:]
         source = "standard input" if path == "-" else path
         try:
-            text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise CommandError(
                 f"cannot read the input file {path}: {error.strerror}", EXIT_USAGE

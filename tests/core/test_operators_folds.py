@@ -96,7 +96,8 @@ def test_summarize_counts_final_states() -> None:
         state("TIMED_OUT"),
     ]
 
-    summary: Summary = reactivex.from_iterable(states).pipe(summarize(), ops.last()).run()
+    tallies: reactivex.Observable[Summary] = reactivex.from_iterable(states).pipe(summarize())
+    summary = tallies.pipe(ops.last()).run()
 
     assert summary.total == 5
     assert summary.completed == 2
