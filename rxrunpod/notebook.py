@@ -329,6 +329,8 @@ class LiveDisplay(abc.ABC, Generic[_T]):
             subscription.dispose()
         try:
             self._publish(first=False, final=True)
+        except Exception:  # the caller may be a worker thread with nobody to report to
+            log.exception("%s: drawing the final frame failed", self.kind)
         finally:
             self._finished.set()
             self._done_future.set_result(True)
@@ -389,8 +391,9 @@ class _HealthSnapshot:
 class HealthPlot(LiveDisplay[Any]):
     """Live line plot of ``Health`` snapshots: job counts above, worker counts below.
 
-    The x axis is seconds since the first snapshot arrived, measured on the
-    helper's scheduler. The newest ``max_points`` snapshots are kept.
+    The x axis is seconds (to the millisecond) since the first snapshot
+    arrived, measured on the helper's scheduler when each snapshot arrives,
+    not the server's clock. The newest ``max_points`` snapshots are kept.
     """
 
     kind = "health_plot"
@@ -431,7 +434,7 @@ class HealthPlot(LiveDisplay[Any]):
         now = self._scheduler.now
         if self._start is None:
             self._start = now
-        self._seconds.append((now - self._start).total_seconds())
+        self._seconds.append(round((now - self._start).total_seconds(), 3))
         for name, count in job_counts.items():
             self._jobs[name].append(count)
         for name, count in worker_counts.items():

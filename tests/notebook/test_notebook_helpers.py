@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -306,6 +307,44 @@ def test_frames_from_worker_threads_are_coalesced() -> None:
     assert sink.last_summary["counts"] == {"COMPLETED": 200}
     assert sink.last_summary["state"] == "completed"
     assert len(sink.frames) < 200
+
+
+def test_redraw_thread_restarts_after_idle() -> None:
+    subject: Subject[str] = Subject()
+    sink = RecordingSink()
+    panel = notebook.text_panel(subject, interval=0.01, sink=sink)
+
+    subject.on_next("a")
+    deadline = time.monotonic() + 5
+    while len(sink.frames) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # long enough for the idle redraw thread to end
+    subject.on_next("b")
+    while len(sink.frames) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    panel.dispose()
+
+    texts = [bundle[SUMMARY_MIME]["text"] for _, bundle in sink.frames]
+    assert texts == ["", "a", "ab", "ab"]
+
+
+class BrokenSink(RecordingSink):
+    def update(self, bundle: Mapping[str, Any]) -> None:
+        raise RuntimeError("display closed")
+
+
+def test_failing_display_ends_helper_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    subject: Subject[str] = Subject()
+    panel = notebook.text_panel(subject, interval=0.0, sink=BrokenSink())
+
+    subject.on_next("a")
+
+    assert panel.wait(timeout=5)
+    assert panel.state == "failed"
+    assert panel.error == "RuntimeError: display closed"
+    assert not subject.observers
+    assert "drawing a frame failed" in caplog.text
+    assert "drawing the final frame failed" in caplog.text
 
 
 def test_wait_times_out_on_endless_source() -> None:
