@@ -131,6 +131,9 @@ async def _stream(server: LocalServer, request: web.Request, job: LocalJob) -> w
                 payload = b"".join(_encode(item) for item in items)
                 sent_done = sent_done or _DONE in payload
                 await response.write(payload)
+                # Chunks and the final state may have arrived during the write,
+                # and their wake-up is spent: look again before waiting.
+                continue
             if job.status in _FINAL and not job.pending_chunks:
                 break
             if server.engine.closed:

@@ -140,3 +140,24 @@ def test_first_token_arrives_before_stream_ends(endpoint: Endpoint) -> None:
     assert len(arrivals) == 12
     assert arrivals[0] < 0.4
     assert arrivals[-1] - arrivals[0] > 0.4
+
+
+def test_stream_ends_after_slow_reader(endpoint: Endpoint) -> None:
+    """The handler finishes while the server waits on a full socket; the stream must not stall."""
+    started = time.monotonic()
+    paused: list[bool] = []
+
+    def pause_once(text: str) -> str:
+        if not paused:
+            paused.append(True)
+            time.sleep(1.0)
+        return text
+
+    count = (
+        endpoint.openai.chat_completions(MESSAGES, model=MODEL, max_tokens=60_000)
+        .pipe(texts(), ops.map(pause_once), ops.count())
+        .run()
+    )
+
+    assert count == 60_000
+    assert time.monotonic() - started < 15
