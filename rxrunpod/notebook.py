@@ -1,8 +1,8 @@
 """Live notebook displays for observables: a health plot, a job board and a text panel.
 
 Each helper subscribes to an observable and keeps one IPython display output
-up to date in place, so it works the same in JupyterLab, classic Notebook and
-a headless run (``nbclient``, ``nbconvert --execute``)::
+up to date in place (``display_id`` and ``update_display_data``), so it works
+in JupyterLab, Notebook 7 and a headless run (``nbclient``)::
 
     import rxrunpod.notebook as rn
 
@@ -16,7 +16,7 @@ Rules the helpers keep:
 
 - Updates arrive from any thread. A helper never prints: ``print`` from a worker
   thread lands in whichever cell happens to run. It only updates its own
-  display, which the kernel sends to the cell that created it.
+  display, which the front end finds by its display id.
 - Redraws are throttled to one per ``interval`` seconds. Items arriving in
   between are merged into the next frame. The final frame is always drawn when
   the observable completes or fails and when the helper is disposed.
@@ -25,6 +25,9 @@ Rules the helpers keep:
   own asyncio loop: use ``await helper.wait_async(timeout)`` there.
 - Every frame carries a JSON summary of the state under the MIME type
   ``SUMMARY_MIME``, so an executed notebook can be checked by a program.
+
+NOTE: checked against JupyterLab's message routing (``@jupyterlab/services``)
+and a headless kernel; classic Notebook 6 was not tried.
 
 The plot is drawn with matplotlib's Agg canvas into PNG frames (no pyplot, so
 no figure is shown twice), the board and the panel as HTML. Outside IPython
