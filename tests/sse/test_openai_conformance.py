@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import ChatCompletionUserMessageParam
+from reactivex import Observable
 from reactivex import operators as ops
 
 from rxrunpod import Endpoint, local
@@ -153,11 +154,11 @@ def test_stream_ends_after_slow_reader(endpoint: Endpoint) -> None:
             time.sleep(1.0)
         return text
 
-    count = (
-        endpoint.openai.chat_completions(MESSAGES, model=MODEL, max_tokens=60_000)
-        .pipe(texts(), ops.map(pause_once), ops.count())
-        .run()
+    deltas = endpoint.openai.chat_completions(MESSAGES, model=MODEL, max_tokens=60_000).pipe(
+        texts()
     )
+    paced: Observable[str] = deltas.pipe(ops.map(pause_once))
+    count = paced.pipe(ops.count()).run()
 
     assert count == 60_000
     assert time.monotonic() - started < 15
