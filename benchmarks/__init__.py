@@ -1,0 +1,1 @@
+"""Benchmarks of rxrunpod side by side with the RunPod SDK; run ``python -m benchmarks``."""
