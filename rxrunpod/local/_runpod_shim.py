@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import sys
 import threading
 import types
@@ -154,10 +155,17 @@ def install() -> types.ModuleType:
             serverless = current.serverless
             if getattr(serverless, "start", None) is _standalone_start:
                 return current
+        # runpod 1.12 calls logging.basicConfig(level=INFO) while it is
+        # imported; keep the root logger as the application configured it.
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
         try:
             package = importlib.import_module("runpod")
         except ImportError:
             return _make_standalone_package()
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
         _patch_installed_package()
         return package
 
