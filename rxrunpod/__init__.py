@@ -17,6 +17,7 @@ from .endpoint import Endpoint
 from .errors import (
     APIError,
     AuthenticationError,
+    BufferOverflow,
     EndpointNotFound,
     InvalidRequest,
     JobCancelled,
@@ -34,6 +35,7 @@ from .errors import (
     StreamProtocolError,
     WaitTimeout,
 )
+from .http import RetryPolicy
 from .job import Job
 from .models import (
     Health,
@@ -45,10 +47,12 @@ from .models import (
     PurgeResult,
     StreamBatch,
 )
+from .polling import PollPolicy
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BufferOverflow",
     "Endpoint",
     "EndpointNotFound",
     "Health",
@@ -66,9 +70,11 @@ __all__ = [
     "JobTimedOut",
     "MalformedResponse",
     "NotFoundError",
+    "PollPolicy",
     "PurgeResult",
     "RateLimited",
     "RequestError",
+    "RetryPolicy",
     "RunPodError",
     "ServerError",
     "StreamBatch",

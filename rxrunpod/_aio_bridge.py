@@ -22,7 +22,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignme
 from reactivex.internal.exceptions import SequenceContainsNoElementsError
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 
-from .errors import RunPodError
+from .errors import BufferOverflow
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
@@ -43,19 +43,6 @@ log = logging.getLogger("rxrunpod.aio")
 # turn a consumer that has stopped keeping up into an error instead of
 # unbounded growth.
 DEFAULT_BUFFER_SIZE = 10_000
-
-
-class BufferOverflow(RunPodError):
-    """More than ``buffer_size`` items of an ``iterate()`` source were waiting for the consumer.
-
-    The subscription is disposed when the limit is hit, which stops the source
-    (and cancels the remote job where the observable submitted it). Items
-    buffered before the overflow are still delivered, then this error is raised.
-    """
-
-    def __init__(self, message: str, *, buffer_size: int) -> None:
-        super().__init__(message)
-        self.buffer_size = buffer_size
 
 
 def _call_on_loop(

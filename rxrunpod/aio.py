@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._aio_bridge import (
     DEFAULT_BUFFER_SIZE,
-    BufferOverflow,
     LoopScheduler,
     ObservableIterator,
     await_observable,
     iterate,
     loop_scheduler,
 )
+from .errors import BufferOverflow
 
 if TYPE_CHECKING:
     from ._aio_endpoint import AsyncioEndpoint, AsyncioJob, ObservableEndpoint, ObservableJob

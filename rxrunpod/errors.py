@@ -17,6 +17,7 @@ outcomes on another, so ``except JobError`` never catches a network fault::
     │   ├── MalformedResponse     a 2xx response that is not the JSON document expected
     │   └── StreamItemsLost       a ``/stream`` response was lost, so items may be missing
     ├── StreamProtocolError       a server-sent event stream broke off or sent an ``error`` event
+    ├── BufferOverflow            ``rxrunpod.aio.iterate`` buffered more items than allowed
     ├── JobError                  the job ended without a result; ``state`` is its final JobState
     │   ├── JobFailed             FAILED; ``error_type``, ``error_message``, ``error_traceback``
     │   ├── JobCancelled          CANCELLED
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BufferOverflow",
     "EndpointNotFound",
     "InvalidRequest",
     "JobCancelled",
@@ -145,7 +147,9 @@ class ServerError(APIError):
     ``retry_after`` is in seconds when a 503 carried a ``Retry-After`` header.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, **context: object
+    ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.retry_after = retry_after
 
@@ -181,6 +185,19 @@ class StreamProtocolError(RunPodError):
         super().__init__(message)
         self.event = event
         self.data = data
+
+
+class BufferOverflow(RunPodError):
+    """More than ``buffer_size`` items of an ``iterate()`` source were waiting for the consumer.
+
+    The subscription is disposed when the limit is hit, which stops the source
+    (and cancels the remote job where the observable submitted it). Items
+    buffered before the overflow are still delivered, then this error is raised.
+    """
+
+    def __init__(self, message: str, *, buffer_size: int) -> None:
+        super().__init__(message)
+        self.buffer_size = buffer_size
 
 
 class JobError(RunPodError):
