@@ -18,6 +18,7 @@ from aiohttp import web
 from ._engine import Engine, EngineSettings
 from ._faults import FaultRule, Faults, Stats
 from ._handler import ConcurrencyModifier, HandlerSpec, load_handler
+from ._process_worker import ISOLATION_MODES, ProcessPool
 from ._server import LocalServer
 from ._webhooks import WebhookSender
 from ._workers import ThreadWorker, Worker, WorkerEvents, WorkerFactory
@@ -57,6 +58,13 @@ class LocalEndpoint:
     ``sync_retention`` (seconds) keep finished ``/run`` and ``/runsync`` jobs
     readable. ``faults`` (rules or a ``Faults``) and ``stats`` are reachable as
     attributes and may be changed while it runs.
+
+    ``isolation="process"`` makes each worker a child process that imports the
+    handler once; a worker that crashes or hangs is replaced and takes down
+    only its own jobs: they go back to the queue up to ``lost_job_retries``
+    times, then FAIL. ``worker="runpod"`` (process isolation only) runs the
+    handler file as ``python handler.py`` under the ``runpod`` package's own
+    worker loop. See docs/isolation.md.
     """
 
     def __init__(
@@ -79,12 +87,34 @@ class LocalEndpoint:
         webhook_retries: int = 2,
         webhook_delay: float = 10.0,
         worker_factory: Callable[[str, WorkerEvents, HandlerSpec], Worker] | None = None,
+        isolation: str | None = None,
+        worker: str = "rxrunpod",
+        lost_job_retries: int = 2,
     ) -> None:
-        self.handler = load_handler(
-            handler,
-            return_aggregate_stream=return_aggregate_stream,
-            concurrency_modifier=concurrency_modifier,
-        )
+        self._process: ProcessPool | None = None
+        isolation = isolation or ("process" if worker == "runpod" else "thread")
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(f"isolation must be 'thread' or 'process', got {isolation!r}")
+        if isolation == "thread" and worker != "rxrunpod":
+            raise ValueError(f"worker={worker!r} runs in worker processes; use isolation='process'")
+        if isolation == "process":
+            if worker_factory is not None:
+                raise ValueError("worker_factory and isolation='process' exclude each other")
+            self._process = ProcessPool(
+                handler,
+                worker=worker,
+                return_aggregate_stream=return_aggregate_stream,
+                concurrency_modifier=concurrency_modifier,
+                cold_start=cold_start,
+            )
+            self.handler = self._process.spec
+        else:
+            self.handler = load_handler(
+                handler,
+                return_aggregate_stream=return_aggregate_stream,
+                concurrency_modifier=concurrency_modifier,
+            )
+        self.isolation = isolation
         maximum = max_workers if max_workers is not None else max(workers, min_workers or 0)
         minimum = min_workers if min_workers is not None else min(workers, maximum)
         if maximum < 1 or minimum < 0 or minimum > maximum:
@@ -102,6 +132,7 @@ class LocalEndpoint:
             idle_timeout=idle_timeout,
             retention=retention,
             sync_retention=sync_retention,
+            lost_job_retries=lost_job_retries,
         )
         self.host = host
         self._requested_port = port
@@ -227,6 +258,8 @@ class LocalEndpoint:
 
     def _make_worker_factory(self) -> WorkerFactory:
         spec, cold_start, custom = self.handler, self.cold_start, self._worker_factory
+        if self._process is not None:
+            custom = self._process.factory
 
         def make(worker_id: str, events: WorkerEvents) -> Worker:
             if custom is not None:
@@ -279,6 +312,8 @@ class LocalEndpoint:
         await runner.setup()
         site = web.SockSite(runner, sock)
         await site.start()
+        if self._process is not None:
+            await self._process.open(loop)
         engine.start()
         self._engine, self._server, self._runner = engine, server, runner
 
@@ -298,6 +333,8 @@ class LocalEndpoint:
                 worker_id,
                 _WORKER_JOIN_TIMEOUT,
             )
+        if self._process is not None:
+            await self._process.close()
         await loop.shutdown_default_executor()
         self._engine = self._server = self._runner = None
 

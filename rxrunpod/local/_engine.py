@@ -45,6 +45,8 @@ class EngineSettings:
     idle_timeout: float = 5.0
     retention: float = 30 * 60.0
     sync_retention: float = 60.0
+    # Times a job whose worker exits under it goes back to the queue before it FAILs.
+    lost_job_retries: int = 2
 
 
 @dataclass(eq=False)
@@ -115,6 +117,7 @@ class Engine:
         self.completed = 0
         self.failed = 0
         self.retried = 0
+        self._lost: dict[str, int] = {}
 
     # -- life cycle ------------------------------------------------------
 
@@ -211,8 +214,11 @@ class Engine:
         """Build the ``/health`` document."""
         idle = running = initializing = 0
         free_seats = 0
+        unhealthy = 0
         for slot in self._slots.values():
-            if slot.state == "initializing":
+            if slot.state == "initializing" and slot.worker.unhealthy:
+                unhealthy += 1
+            elif slot.state == "initializing":
                 initializing += 1
             elif slot.state == "ready":
                 if slot.jobs:
@@ -240,7 +246,7 @@ class Engine:
                 "ready": idle + running,
                 "running": running,
                 "throttled": throttled,
-                "unhealthy": 0,
+                "unhealthy": unhealthy,
             },
         }
 
@@ -301,14 +307,40 @@ class Engine:
         for job_id, attempt in list(slot.jobs):
             job = self.jobs.get(job_id)
             if job is not None and job.attempt == attempt and job.status is JobStatus.IN_PROGRESS:
-                self._finish(
-                    job, JobStatus.FAILED, error=f"worker {worker.id} exited: {reason or 'stopped'}"
-                )
+                message = f"worker {worker.id} exited: {reason or 'stopped'}"
+                if self._closed or not self._requeue_lost(job, message):
+                    self._finish(job, JobStatus.FAILED, error=message)
         if not self._closed and len(self._slots) < self.settings.min_workers:
             self._spawn()
         self._dispatch()
 
     # -- internals -------------------------------------------------------
+
+    def _requeue_lost(self, job: LocalJob, message: str) -> bool:
+        """Put a job whose worker died back at the head of the queue, as RunPod does.
+
+        Counted in ``/health`` as retried. Returns False once the job has used
+        up ``lost_job_retries``; the caller then marks it FAILED.
+        """
+        lost = self._lost.get(job.id, 0)
+        if lost >= self.settings.lost_job_retries:
+            self._lost.pop(job.id, None)
+            return False
+        self._lost[job.id] = lost + 1
+        self._running.pop(job.id, None)
+        if job.timeout_handle is not None:
+            job.timeout_handle.cancel()
+            job.timeout_handle = None
+        job.attempt += 1
+        job.status = JobStatus.IN_QUEUE
+        job.started_at = None
+        job.worker_id = None
+        job.progress = None
+        self.retried += 1
+        self._queue = {job.id: job, **self._queue}
+        logger.info("job %s IN_QUEUE again (%s)", job.id, message)
+        job.wake_waiters()
+        return True
 
     def _current(self, key: JobKey) -> LocalJob | None:
         job = self._running.get(key[0])
@@ -398,6 +430,7 @@ class Engine:
         error: str | None = None,
     ) -> None:
         self._running.pop(job.id, None)
+        self._lost.pop(job.id, None)
         if job.timeout_handle is not None:
             job.timeout_handle.cancel()
             job.timeout_handle = None

@@ -111,6 +111,8 @@ class Worker(abc.ABC):
 
     def __init__(self, worker_id: str) -> None:
         self.id = worker_id
+        # True while the worker is starting again after failed starts; /health counts it.
+        self.unhealthy = False
 
     @abc.abstractmethod
     def start(self) -> None:
