@@ -21,13 +21,11 @@ The exit status is 0 when every figure came out as planned.
 
 from __future__ import annotations
 
-import logging
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -239,9 +237,8 @@ def run_demo(
     payloads = demo_payloads(jobs)
     view = LiveView(out or sys.stdout, interactive=interactive)
 
-    with _root_logging_kept():
-        mock_worker = LocalEndpoint(str(handler_directory / "mock_worker.py"), workers=WORKERS)
-        token_stream = LocalEndpoint(str(handler_directory / "token_stream.py"), workers=1)
+    mock_worker = LocalEndpoint(str(handler_directory / "mock_worker.py"), workers=WORKERS)
+    token_stream = LocalEndpoint(str(handler_directory / "token_stream.py"), workers=1)
     with mock_worker, token_stream:
         host = mock_worker.url.rsplit(":", 1)[0]
         view.print(f"rxrunpod demo: two local RunPod endpoints on {host}")
@@ -346,22 +343,6 @@ def _run_pipeline(
         view.close()
     if failures:
         raise failures[0]
-
-
-@contextmanager
-def _root_logging_kept() -> Iterator[None]:
-    """Undo root logger changes made while loading handlers.
-
-    Importing the ``runpod`` package (1.12) calls ``logging.basicConfig`` at
-    INFO, which would print every rxrunpod log line into the demo's table.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def _stream_of(job: Job) -> Observable[Any]:

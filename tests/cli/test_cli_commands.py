@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,16 +22,8 @@ HANDLERS = Path(__file__).resolve().parents[2] / "examples" / "handlers"
 API_KEY = "cli-test-key-0123456789"
 
 
-def start_local(handler: str, **options: object) -> LocalEndpoint:
-    # Importing the runpod package adds a root log handler (runpod 1.12 calls
-    # logging.basicConfig); remove it so it does not outlive pytest's capture.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return LocalEndpoint(str(HANDLERS / handler), **options)  # type: ignore[arg-type]
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+def start_local(handler: str, **options: Any) -> LocalEndpoint:
+    return LocalEndpoint(str(HANDLERS / handler), **options)
 
 
 @pytest.fixture(scope="module")

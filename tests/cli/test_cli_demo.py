@@ -35,6 +35,7 @@ def test_demo_exits_0_with_planned_figures() -> None:
     assert tokens is not None
     assert int(tokens.group(1)) > 10
     assert "problem" not in output
+    assert result.stderr == ""
     assert elapsed < 60
 
 
