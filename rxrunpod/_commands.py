@@ -427,7 +427,7 @@ def wait_for(source: Observable[_T], *, timeout: float | None) -> _T:
     items: list[_T] = []
     for_each(source, items.append, timeout=timeout)
     if not items:
-        raise CommandError("the endpoint sent no answer", EXIT_CONNECTION)
+        raise CommandError("the endpoint returned no result", EXIT_CONNECTION)
     return items[-1]
 
 
@@ -450,12 +450,12 @@ def for_each(
 
     subscription = source.subscribe(guarded, on_error, finished.set)
     try:
-        # Short waits keep the main thread responsive to Ctrl-C on every platform.
+        # Waiting in short steps lets Ctrl-C reach the main thread promptly.
         deadline = None if timeout is None else time.monotonic() + timeout
         while not finished.wait(0.2):
             if timeout is not None and deadline is not None and time.monotonic() > deadline:
                 raise errors.WaitTimeout(
-                    f"no final answer within {timeout:g} s", job_id=None, timeout=timeout
+                    f"no result within {timeout:g} s", job_id=None, timeout=timeout
                 )
     finally:
         subscription.dispose()

@@ -33,9 +33,10 @@ def is_interactive(stream: TextIO) -> bool:
 class LiveView:
     """A block of lines that redraws in place on a terminal; thread-safe.
 
-    ``show`` (terminal only) replaces the block; ``note`` (pipe only) prints a
-    line about one change; ``print`` prints a permanent line in both modes,
-    above the block on a terminal. ``interactive`` overrides the detection.
+    ``show`` replaces the block and only draws on a terminal. ``note`` prints
+    a line about one change and only prints when not on a terminal. ``print``
+    prints a permanent line in both modes, above the block on a terminal.
+    ``interactive`` overrides the terminal detection.
     """
 
     def __init__(self, stream: TextIO, *, interactive: bool | None = None) -> None:

@@ -104,7 +104,7 @@ def demo_payloads(count: int) -> list[dict[str, Any]]:
 
 @dataclass
 class DemoResult:
-    """What the demo measured; ``ok`` is True when every figure came out as planned."""
+    """Figures measured by one demo run; ``ok`` is True when each came out as planned."""
 
     summary: Summary
     jobs: int

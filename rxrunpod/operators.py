@@ -602,7 +602,7 @@ def _track_job(
             work.dispose()
             submission.dispose()
             if unfinished is not None:
-                # Nobody waits for this answer: the subscriber is gone. The
+                # No subscriber is left to receive the /cancel response. The
                 # cancel runs on the endpoint's I/O pool and logs its failure.
                 logger.info("cancelling job %s because its pipeline was disposed", unfinished.id)
                 unfinished.cancel().subscribe(

@@ -4,7 +4,7 @@ The job input steers the behaviour, so one endpoint can play a fast model, a
 slow one and a broken one::
 
     {"input": {"mock_return": "any JSON value",    # the output (default "Hello World!")
-               "mock_delay": 0.5,                  # seconds to wait before answering
+               "mock_delay": 0.5,                  # seconds to wait before returning
                "mock_error": true,                 # raise, so the job ends FAILED
                "mock_progress": {"updates": ["loading", "thinking"], "wait_time": 0.1},
                "mock_refresh": true}}              # a fresh worker after this job

@@ -1,9 +1,9 @@
 """A generator handler that streams a reply one token at a time, like an LLM worker.
 
 Input: ``{"prompt": "...", "max_tokens": 64, "token_delay": 0.05}``. Each
-yielded token is one chunk of ``/stream``; with ``return_aggregate_stream``
-the finished job's output is the list of all tokens as well, so
-``job.output()`` also works.
+yielded token is one chunk of ``/stream``. With ``return_aggregate_stream``
+the finished job's output is also the list of all tokens, so
+``job.output()`` works as well.
 
 The reply is canned text built from the prompt, so the example needs no
 model weights and no GPU.
