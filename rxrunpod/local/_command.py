@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -153,7 +154,34 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level of the rxrunpod loggers (default: INFO)",
     )
+    serve.add_argument(
+        "--isolation",
+        choices=["thread", "process"],
+        default=None,
+        help="run workers as threads of the server or as child processes that import the "
+        "handler once (default: thread; process with --worker runpod)",
+    )
+    serve.add_argument(
+        "--worker",
+        choices=["rxrunpod", "runpod"],
+        default="rxrunpod",
+        help="runpod: start each worker as 'python HANDLER' running the runpod package's own "
+        "worker loop (needs runpod installed) (default: rxrunpod)",
+    )
     serve.set_defaults(command_function=command_serve)
+
+
+def _report_ready(endpoint: Any, stop: threading.Event, started: float) -> None:
+    """Print how long the minimum number of workers took to become ready."""
+    wanted = endpoint.settings.min_workers
+    while wanted and not stop.wait(0.05):
+        if endpoint.health()["workers"]["ready"] >= wanted:
+            kind = "process" if endpoint.isolation == "process" else "thread"
+            print(
+                f"{wanted} {kind} worker(s) ready {time.monotonic() - started:.2f} s after start",
+                flush=True,
+            )
+            return
 
 
 def command_serve(arguments: argparse.Namespace) -> int:
@@ -182,6 +210,8 @@ def command_serve(arguments: argparse.Namespace) -> int:
         "sync_retention": arguments.sync_retention,
         "webhook_delay": arguments.webhook_delay,
         "faults": Faults(rules, seed=arguments.fault_seed),
+        "isolation": arguments.isolation,
+        "worker": arguments.worker,
     }
     try:
         endpoint = LocalEndpoint(arguments.handler, **options)
@@ -196,6 +226,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
     previous = {
         number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)
     }
+    started = time.monotonic()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -211,6 +242,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
             f"serving {endpoint.handler.name} at {endpoint.base_url}/<endpoint_id>/ (Ctrl-C stops)",
             flush=True,
         )
+        _report_ready(endpoint, stop, started)
         while not stop.wait(0.5):
             pass
         print("stopping", file=sys.stderr, flush=True)

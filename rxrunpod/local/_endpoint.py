@@ -175,6 +175,18 @@ class LocalEndpoint:
         """True between ``start()`` and ``stop()``."""
         return self._thread is not None
 
+    def health(self) -> dict[str, Any]:
+        """Return the ``/health`` document, read on the server's thread."""
+        loop = self._loop
+        if loop is None or self._engine is None:
+            raise RuntimeError("the local endpoint is not running; call start() first")
+
+        async def read() -> dict[str, Any]:
+            assert self._engine is not None
+            return self._engine.health()
+
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=10)
+
     def endpoint_url(self, endpoint_id: str = "local") -> str:
         """Return the URL of one endpoint, e.g. ``.../v2/local``."""
         return f"{self.base_url}/{endpoint_id}"

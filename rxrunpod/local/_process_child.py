@@ -4,8 +4,8 @@ Two modes share one start-up. Both get the file descriptor of a socket whose
 other end the server holds; when that socket reports end of file the server
 is gone, and the child kills its own process group (itself and anything the
 handler started), so no worker outlives its server. On Linux the child also
-asks the kernel for SIGKILL when the server dies (``PR_SET_PDEATHSIG``), which
-works even while a handler holds the GIL.
+asks the kernel for a signal when the server dies (``PR_SET_PDEATHSIG``), which
+interrupts the main thread even when the watching thread cannot run.
 
 - ``rxrunpod TARGET``: imports the handler once and runs jobs that arrive on
   the socket in a ``ThreadWorker``, sending every report back as a pickled
@@ -53,12 +53,17 @@ def handler_kind(function: Callable[..., Any]) -> str:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the server exits; a no-op elsewhere."""
+    """Ask Linux for SIGUSR2 when the server exits, and end the process group on it.
+
+    A plain SIGKILL would end only this process and leave its children (RunPod's
+    ping process, whatever the handler started) behind. A no-op off Linux.
+    """
     if not sys.platform.startswith("linux"):
         return
+    signal.signal(signal.SIGUSR2, lambda number, frame: _kill_group())
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR2, 0, 0, 0)
     except (OSError, AttributeError):
         return
     # The server may have died before prctl took effect.

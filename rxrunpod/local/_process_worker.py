@@ -65,6 +65,8 @@ WORKER_KINDS = ("rxrunpod", "runpod")
 # Seconds a worker gets to stop a job (async handlers, generators) or to stop
 # itself before the server kills its process group.
 KILL_GRACE = 2.0
+# RunPod's loop polls its stop channel and job queue about once a second, so it needs longer.
+KILL_GRACE_RUNPOD = 5.0
 STOP_GRACE = 3.0
 _BACKOFF_FIRST = 0.25
 _BACKOFF_MAX = 10.0
@@ -131,7 +133,7 @@ class ProcessPool:
         return_aggregate_stream: bool = False,
         concurrency_modifier: ConcurrencyModifier | None = None,
         cold_start: float = 0.0,
-        kill_grace: float = KILL_GRACE,
+        kill_grace: float | None = None,
     ) -> None:
         if worker not in WORKER_KINDS:
             raise ValueError(f"worker must be one of {', '.join(WORKER_KINDS)}, got {worker!r}")
@@ -152,6 +154,8 @@ class ProcessPool:
         if worker == "runpod":
             self._check_runpod_worker()
         self.cold_start = cold_start
+        if kill_grace is None:
+            kill_grace = KILL_GRACE_RUNPOD if worker == "runpod" else KILL_GRACE
         self.kill_grace = kill_grace
         self.spec = HandlerSpec(_not_here, return_aggregate_stream, None, name=target)
         self.channel: Any = None
@@ -246,9 +250,12 @@ class ProcessWorker(Worker):
 
     def start(self) -> None:
         delay = self._pool.next_delay()
-        if delay > 0:
+        loop = self._pool.loop
+        if delay > 0 and loop is not None:
             logger.info("worker %s starts in %.2f s after failed starts", self.id, delay)
-            self._later(delay, self._launch)
+            # Launched from the server loop's thread: the child's parent-death signal
+            # fires when the thread that started it ends, so never from a timer thread.
+            loop.call_soon_threadsafe(loop.call_later, delay, self._launch)
         else:
             self._launch()
 

@@ -281,3 +281,19 @@ def test_stop_leaves_no_worker_process(http: requests.Session) -> None:
 
     assert live_children() == []
     assert all(gone(pid) for pid in pids)
+
+
+def test_worker_started_after_a_failed_start_serves_jobs(
+    http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RXRUNPOD_FLAKY_MARKER", str(tmp_path / "flaky"))
+    with LocalEndpoint(
+        str(HANDLERS / "flaky_import.py") + ":handler", workers=1, isolation="process"
+    ) as endpoint:
+        document = http.post(f"{endpoint.base_url}/ep/runsync", json={"input": {}}).json()
+        workers = health(http, endpoint)["workers"]
+
+    assert document["status"] == "COMPLETED"
+    assert (tmp_path / "flaky").read_text() == "failed once"
+    assert workers["unhealthy"] == 0
+    assert workers["idle"] == 1

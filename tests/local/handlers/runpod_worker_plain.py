@@ -11,6 +11,8 @@ def handler(job: dict[str, Any]) -> Any:
     job_input = job["input"]
     if job_input.get("fail"):
         raise ValueError("asked to fail")
+    if job_input.get("environment"):
+        return {name: value for name, value in os.environ.items() if name.startswith("RUNPOD_")}
     if job_input.get("refresh"):
         return {"pid": os.getpid(), "refresh_worker": True}
     return {"greeting": f"hello {job_input.get('name', 'world')}", "pid": os.getpid()}
