@@ -8,7 +8,8 @@ thread in production) using ``RetryPolicy.delay_before_retry``.
 
 Retry rules: connection failures and the statuses 429, 502, 503 and 504 are
 transient. A request marked ``retry_safe`` (GET, ``/cancel``, ``/purge-queue``)
-is retried after any transient failure. Other requests (``POST /run``,
+is retried after any transient failure and after a 500, because sending it
+again changes nothing on the server. Other requests (``POST /run``,
 ``/runsync``, ``/stream``) are retried only when the request provably did not
 reach the server: the connection could not be opened, or the server answered
 429. So the library never submits the same job twice.
@@ -20,6 +21,7 @@ import json as jsonlib
 import logging
 import os
 import random
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -67,6 +69,11 @@ BODY_START_LENGTH = 200
 """How many characters of a bad answer's body an error message shows."""
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_SAFE_STATUSES = TRANSIENT_STATUSES | {500}
+"""Statuses after which a ``retry_safe`` request is sent again.
+
+One 500 on a status poll must not end a pipeline that tracks thousands of jobs.
+"""
 ENDPOINT_ROUTES = frozenset({"run", "runsync", "health", "purge-queue"})
 
 
@@ -125,14 +132,15 @@ def is_transient(error: Exception, *, retry_safe: bool) -> bool:
         return True
     if isinstance(error, MalformedResponse):
         return error.body_truncated
-    return isinstance(error, APIError) and error.status_code in TRANSIENT_STATUSES
+    return isinstance(error, APIError) and error.status_code in RETRY_SAFE_STATUSES
 
 
 def request_not_sent(error: BaseException) -> bool:
     """Tell whether a failed request provably never reached the server.
 
     True when the connection could not be opened (refused, DNS failure,
-    connect timeout); False for a reset or read timeout after sending.
+    connect timeout, a TLS certificate that failed verification); False for
+    a reset or read timeout after sending.
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -143,7 +151,8 @@ def request_not_sent(error: BaseException) -> bool:
             requests.exceptions.ConnectTimeout
             | urllib3.exceptions.NewConnectionError
             | urllib3.exceptions.ConnectTimeoutError
-            | ConnectionRefusedError,
+            | ConnectionRefusedError
+            | ssl.SSLCertVerificationError,
         ):
             return True
         if isinstance(current, urllib3.exceptions.MaxRetryError) and current.reason is not None:

@@ -212,8 +212,8 @@ class _WorkerPool:
         self._name = name
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = threading.Semaphore(0)
         self._workers = 0
+        self._idle = 0
         self._started = itertools.count(1)
 
     @property
@@ -225,29 +225,31 @@ class _WorkerPool:
     def submit(self, work: Callable[[], None]) -> None:
         self._queue.put(work)
         with self._lock:
-            # An idle token means some thread is (or is about to be) blocked on
-            # the queue and will take this work; otherwise grow the pool.
-            if self._idle.acquire(blocking=False):
+            # Each idle thread takes one queued item; start a thread for the rest.
+            if self._queue.qsize() <= self._idle or self._workers >= self.max_workers:
                 return
-            if self._workers < self.max_workers:
-                self._workers += 1
-                name = f"{self._name}-{next(self._started)}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
+            self._workers += 1
+            name = f"{self._name}-{next(self._started)}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             try:
                 work = self._queue.get(timeout=self._idle_timeout)
             except queue.Empty:
                 with self._lock:
-                    # Retire only with our own idle token, so a submit that
-                    # counted on this thread finds it still taking work.
-                    if self._idle.acquire(blocking=False):
+                    self._idle -= 1
+                    # Checked under the lock that submit() takes after its put(),
+                    # so work queued now either is seen here or starts a thread.
+                    if self._queue.empty():
                         self._workers -= 1
                         return
                 continue
+            with self._lock:
+                self._idle -= 1
             work()
-            self._idle.release()
 
 
 class IoScheduler(Scheduler):

@@ -210,7 +210,7 @@ def test_server_error_after_budget_says_what_came_back(server: ScriptedServer) -
 
     assert caught.value.server_message == "handler crashed"
     assert "GET /ep/status/j1 returned 500" in str(caught.value)
-    assert server.count("GET", "/v2/ep/status/j1") == 1
+    assert server.count("GET", "/v2/ep/status/j1") == 3
 
 
 def test_unknown_endpoint_raises_endpoint_not_found(
