@@ -79,7 +79,11 @@ def _kill_group() -> None:
 
 
 def _watch_parent(sock: Connection) -> None:
-    """Block until the server's end of the socket closes, then end the process group."""
+    """Block until the server's end of the socket closes, then end the process group.
+
+    NOTE: neither this thread nor the SIGUSR2 handler runs while a handler holds
+    the GIL inside C code; a server killed then leaves that worker's children.
+    """
     while True:
         try:
             sock.recv_bytes()

@@ -1,7 +1,7 @@
 """Workers that are child processes of the local endpoint.
 
 ``ProcessPool`` is made once per ``LocalEndpoint`` with ``isolation="process"``;
-its ``factory`` builds one ``ProcessWorker`` per worker the engine asks for.
+its ``factory`` builds one ``ProcessWorker`` per worker the engine requests.
 
 - ``worker="rxrunpod"`` (``RxrunpodProcessWorker``): the child imports the
   handler once and runs jobs in a ``ThreadWorker`` of its own. Jobs go to it
@@ -222,7 +222,7 @@ class ProcessPool:
 
 
 class ProcessWorker(Worker):
-    """A worker that is a child process; subclasses say how jobs reach it.
+    """A worker that is a child process; subclasses define how jobs reach it.
 
     ``unhealthy`` is true from the start of a worker that replaces one that
     failed to start, until it is ready.
@@ -579,6 +579,8 @@ class RunPodProcessWorker(ProcessWorker):
 
     def channel_ready(self) -> None:
         """RunPod's loop asked for its first job: the worker finished starting."""
+        # TODO(engine takes capacity updates outside ready/finished): offer a RunPod worker
+        # as many jobs as its job-take-batch requests, so concurrency_modifier takes effect.
         if not self._ready:
             self._mark_ready(1)
 

@@ -7,7 +7,7 @@ its environment. This module serves those URLs on a second listener bound to
 worker in every URL's query string. Routes (``{w}`` is the worker id):
 
 =========================================  ==============================================
-``GET  /worker/job-take/{w}``              hold until a job is assigned; answer the job
+``GET  /worker/job-take/{w}``              hold until a job is assigned; respond with
                                            ``{"id", "input", "webhook"?}``, or 204 after
                                            ``HOLD`` seconds. ``job_in_progress=0`` says the
                                            worker runs nothing, so a job it never reported
@@ -53,10 +53,12 @@ logger = logging.getLogger("rxrunpod.local")
 # Seconds a job-take or job-stop request is held open when there is nothing to hand out.
 HOLD = 10.0
 _MAX_BODY = 256 * 1024 * 1024
+_FORGET_AFTER = 30.0
+_STOP_REPEAT = 1.0
 
 
 class Seat:
-    """What the channel keeps for one worker process; used on the server loop only."""
+    """A worker process's place on the channel: its token and job hand-over (server loop only)."""
 
     def __init__(self, channel: WorkerChannel, worker: RunPodProcessWorker) -> None:
         self.channel = channel
@@ -70,7 +72,7 @@ class Seat:
         self._waiters: list[asyncio.Future[None]] = []
 
     def environment(self) -> dict[str, str]:
-        """The variables RunPod's worker loop reads to find its job source."""
+        """Return the variables RunPod's worker loop reads to find its job source."""
         base = f"{self.channel.url}/worker"
         query = f"?token={self.token}"
         return {
@@ -100,15 +102,31 @@ class Seat:
                 self.worker.channel_dropped(key)
                 return
         if self.taken.get(job_id) == key[1]:
-            self.stops.append(job_id)
             self.stop_requested.add(job_id)
+            self._send_stop(key)
+
+    def _send_stop(self, key: JobKey) -> None:
+        """Queue a stop signal for the job and repeat it each second until the job ends.
+
+        The SDK ignores a signal that arrives before it started the job's task.
+        """
+        job_id = key[0]
+        if self.closed or self.taken.get(job_id) != key[1] or job_id not in self.stop_requested:
+            return
+        if job_id not in self.stops:
+            self.stops.append(job_id)
             self._wake()
+        asyncio.get_running_loop().call_later(_STOP_REPEAT, self._send_stop, key)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.channel.forget(self)
+            self.offered.clear()
+            self.taken.clear()
             self._wake()
+            # Reports still in flight (a late progress update) get 200 and are dropped for a
+            # while, so they do not show up in the worker's log as 401 errors.
+            asyncio.get_running_loop().call_later(_FORGET_AFTER, self.channel.forget, self)
 
     # -- from the routes -----------------------------------------------------
 
@@ -198,6 +216,7 @@ class WorkerChannel:
         """Release every held request and stop listening."""
         for seat in list(self._seats.values()):
             seat.close()
+        self._seats.clear()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -91,9 +91,7 @@ def crashy() -> Iterator[LocalEndpoint]:
         yield endpoint
 
 
-def test_crashing_worker_ends_only_its_job_and_a_fresh_worker_runs_the_next(
-    http: requests.Session, crashy: LocalEndpoint
-) -> None:
+def test_worker_crash_fails_only_its_job(http: requests.Session, crashy: LocalEndpoint) -> None:
     wait_idle(http, crashy, 2)
     long_job = submit(http, crashy, {"input": {"seconds": 2}})
     wait_for(lambda: status(http, crashy, long_job)["status"] == "IN_PROGRESS")
@@ -115,9 +113,7 @@ def test_crashing_worker_ends_only_its_job_and_a_fresh_worker_runs_the_next(
     assert jobs["failed"] == 1
 
 
-def test_job_of_crashed_worker_is_requeued_and_counted_as_retried(
-    http: requests.Session, crashy: LocalEndpoint
-) -> None:
+def test_crashed_job_requeued_as_retried(http: requests.Session, crashy: LocalEndpoint) -> None:
     wait_idle(http, crashy, 2)
     crash_job = submit(http, crashy, {"input": {"crash": True}})
 
@@ -127,7 +123,7 @@ def test_job_of_crashed_worker_is_requeued_and_counted_as_retried(
     assert health(http, crashy)["workers"]["unhealthy"] == 0
 
 
-def test_handler_hanging_past_execution_timeout_loses_its_process(
+def test_execution_timeout_kills_hanging_worker(
     http: requests.Session,
 ) -> None:
     with LocalEndpoint(
@@ -147,7 +143,7 @@ def test_handler_hanging_past_execution_timeout_loses_its_process(
         assert progress_pid(http, endpoint, next_job) != pid
 
 
-def test_cancel_of_running_sync_handler_kills_its_worker_process(
+def test_cancel_sync_handler_kills_worker(
     http: requests.Session,
 ) -> None:
     with LocalEndpoint(
@@ -166,9 +162,7 @@ def test_cancel_of_running_sync_handler_kills_its_worker_process(
         assert health(http, endpoint)["jobs"]["retried"] == 0
 
 
-def test_cancel_of_async_handler_raises_cancelled_error_and_keeps_the_worker(
-    http: requests.Session, tmp_path: Path
-) -> None:
+def test_cancel_async_handler_keeps_worker(http: requests.Session, tmp_path: Path) -> None:
     marker = tmp_path / "cancelled.txt"
     with LocalEndpoint(
         process_handlers.async_notes_cancel, workers=1, isolation="process"
@@ -184,7 +178,7 @@ def test_cancel_of_async_handler_raises_cancelled_error_and_keeps_the_worker(
         assert final(http, endpoint, next_job)["output"] == {"pid": pid}
 
 
-def test_refresh_worker_starts_a_new_process_for_the_next_job(http: requests.Session) -> None:
+def test_refresh_worker_starts_new_process(http: requests.Session) -> None:
     with LocalEndpoint(process_handlers.refreshes, workers=1, isolation="process") as endpoint:
         first = http.post(f"{endpoint.base_url}/ep/runsync", json={"input": {}}).json()
         second = http.post(f"{endpoint.base_url}/ep/runsync", json={"input": {}}).json()
@@ -194,7 +188,7 @@ def test_refresh_worker_starts_a_new_process_for_the_next_job(http: requests.Ses
     assert gone(first["output"]["pid"])
 
 
-def test_generator_streams_ten_thousand_items_in_order_across_processes(
+def test_generator_streams_10000_items_in_order(
     http: requests.Session,
 ) -> None:
     with LocalEndpoint(
@@ -213,7 +207,7 @@ def test_generator_streams_ten_thousand_items_in_order_across_processes(
     assert document["output"] == list(range(10_000))
 
 
-def test_progress_update_crosses_the_process_boundary(http: requests.Session) -> None:
+def test_progress_update_crosses_processes(http: requests.Session) -> None:
     with LocalEndpoint(
         process_handlers.sleeps_with_pid, workers=1, isolation="process"
     ) as endpoint:
@@ -225,7 +219,7 @@ def test_progress_update_crosses_the_process_boundary(http: requests.Session) ->
     assert ended["output"] == {"pid": pid}
 
 
-def test_several_megabyte_output_arrives_intact(http: requests.Session) -> None:
+def test_8_mb_output_arrives_intact(http: requests.Session) -> None:
     size = 8 * 1024 * 1024
     with LocalEndpoint(process_handlers.large, workers=1, isolation="process") as endpoint:
         document = http.post(
@@ -237,7 +231,7 @@ def test_several_megabyte_output_arrives_intact(http: requests.Session) -> None:
     assert hashlib.sha256(text.encode()).hexdigest() == document["output"]["sha256"]
 
 
-def test_health_counts_initializing_while_the_handler_imports(http: requests.Session) -> None:
+def test_health_initializing_during_import(http: requests.Session) -> None:
     with LocalEndpoint(
         str(HANDLERS / "slow_import.py") + ":handler", workers=1, isolation="process"
     ) as endpoint:
@@ -248,7 +242,7 @@ def test_health_counts_initializing_while_the_handler_imports(http: requests.Ses
     assert starting["idle"] == 0
 
 
-def test_health_counts_unhealthy_while_workers_fail_to_start(http: requests.Session) -> None:
+def test_health_unhealthy_on_failed_starts(http: requests.Session) -> None:
     with LocalEndpoint(
         str(HANDLERS / "broken_import.py"), workers=1, isolation="process"
     ) as endpoint:
@@ -261,7 +255,7 @@ def test_health_counts_unhealthy_while_workers_fail_to_start(http: requests.Sess
         assert status(http, endpoint, job_id)["status"] == "IN_QUEUE"
 
 
-def test_process_isolation_rejects_a_handler_the_worker_cannot_import() -> None:
+def test_unimportable_handler_rejected() -> None:
     def local_function(job: dict[str, Any]) -> Any:
         return job
 
@@ -283,7 +277,7 @@ def test_stop_leaves_no_worker_process(http: requests.Session) -> None:
     assert all(gone(pid) for pid in pids)
 
 
-def test_worker_started_after_a_failed_start_serves_jobs(
+def test_worker_after_failed_start_serves(
     http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RXRUNPOD_FLAKY_MARKER", str(tmp_path / "flaky"))

@@ -94,7 +94,7 @@ def zombie(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("server", SERVERS, indirect=True)
-def test_ctrl_c_stops_every_worker_process(
+def test_ctrl_c_stops_every_worker(
     server: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
     process, descendants = server
@@ -107,7 +107,7 @@ def test_ctrl_c_stops_every_worker_process(
 
 
 @pytest.mark.parametrize("server", SERVERS, indirect=True)
-def test_killed_server_leaves_no_orphan_worker(
+def test_killed_server_leaves_no_orphans(
     server: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
     process, descendants = server

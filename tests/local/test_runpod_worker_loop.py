@@ -61,7 +61,7 @@ def async_streaming(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEndpoint]:
     yield from serve_file("runpod_worker_async.py", monkeypatch)
 
 
-def test_plain_handler_answers_the_runpod_sdk_and_rxrunpod(plain: LocalEndpoint) -> None:
+def test_plain_handler_serves_both_clients(plain: LocalEndpoint) -> None:
     sdk_output = runpod.Endpoint("ep").run_sync({"name": "Ada"}, timeout=30)
     with Endpoint("ep", api_key=KEY, base_url=plain.base_url) as endpoint:
         rx_output = endpoint.run_sync({"name": "Grace"}, timeout=30).run()
@@ -71,7 +71,7 @@ def test_plain_handler_answers_the_runpod_sdk_and_rxrunpod(plain: LocalEndpoint)
     assert sdk_output["pid"] == rx_output["pid"]
 
 
-def test_handler_exception_fails_the_job_with_runpods_error_document(
+def test_handler_exception_fails_job(
     plain: LocalEndpoint,
 ) -> None:
     document = requests.post(
@@ -82,7 +82,7 @@ def test_handler_exception_fails_the_job_with_runpods_error_document(
     assert '"error_message": "asked to fail"' in document["error"]
 
 
-def test_worker_environment_points_only_at_the_local_channel(plain: LocalEndpoint) -> None:
+def test_environment_points_at_local_channel(plain: LocalEndpoint) -> None:
     with Endpoint("ep", api_key=KEY, base_url=plain.base_url) as endpoint:
         environment = endpoint.run_sync({"environment": True}, timeout=30).run()
 
@@ -95,7 +95,7 @@ def test_worker_environment_points_only_at_the_local_channel(plain: LocalEndpoin
     assert environment["RUNPOD_AI_API_KEY"] != KEY
 
 
-def test_refresh_worker_replaces_the_worker_process(plain: LocalEndpoint) -> None:
+def test_refresh_worker_replaces_process(plain: LocalEndpoint) -> None:
     first = runpod.Endpoint("ep").run_sync({"refresh": True}, timeout=30)
     wait_idle(plain)
     second = runpod.Endpoint("ep").run_sync({"refresh": True}, timeout=30)
@@ -103,7 +103,7 @@ def test_refresh_worker_replaces_the_worker_process(plain: LocalEndpoint) -> Non
     assert first["pid"] != second["pid"]
 
 
-def test_generator_with_aggregate_streams_to_both_clients(streaming: LocalEndpoint) -> None:
+def test_aggregated_generator_streams_to_both_clients(streaming: LocalEndpoint) -> None:
     sdk_job = runpod.Endpoint("ep").run({"n": 5})
     sdk_items = list(sdk_job.stream())
     with Endpoint("ep", api_key=KEY, base_url=streaming.base_url) as endpoint:
@@ -127,7 +127,7 @@ def test_async_generator_streams_in_order(async_streaming: LocalEndpoint) -> Non
     assert state.status.value == "COMPLETED"
 
 
-def test_cancel_reaches_the_worker_loop_through_its_stop_channel(
+def test_cancel_uses_stop_channel(
     async_streaming: LocalEndpoint,
 ) -> None:
     base = async_streaming.base_url
