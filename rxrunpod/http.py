@@ -11,8 +11,8 @@ transient. A request marked ``retry_safe`` (GET, ``/cancel``, ``/purge-queue``)
 is retried after any transient failure and after a 500, because sending it
 again changes nothing on the server. Other requests (``POST /run``,
 ``/runsync``, ``/stream``) are retried only when the request provably did not
-reach the server: the connection could not be opened, or the server answered
-429. So the library never submits the same job twice.
+reach the server: the connection could not be opened, or the server responded
+with 429. So the library never submits the same job twice.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ DEFAULT_POOL_SIZE = 32
 """Connections kept per host; matches the default I/O pool size of ``rxrunpod.scheduling``."""
 
 BODY_START_LENGTH = 200
-"""How many characters of a bad answer's body an error message shows."""
+"""How many characters of a bad response's body an error message shows."""
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_SAFE_STATUSES = TRANSIENT_STATUSES | {500}
@@ -84,7 +84,7 @@ class RetryPolicy:
     ``max_attempts`` counts the first attempt, so 1 means no retries. The wait
     before retry ``n`` (1-based) is ``base_delay * 2 ** (n - 1)`` capped at
     ``max_delay``, with "equal jitter": a random value between half and all of
-    it. A ``Retry-After`` answer header replaces that wait; when it asks for
+    it. A ``Retry-After`` response header replaces that wait; when it asks for
     more than ``max_retry_after`` seconds the error is raised instead.
     """
 
@@ -249,7 +249,7 @@ class HttpClient:
         job_id: str | None = None,
         timeout: float | tuple[float, float] | None = None,
     ) -> Any:
-        """Send a request, retrying transient failures, and return the decoded JSON answer.
+        """Send a request, retrying transient failures, and return the decoded JSON response.
 
         Blocks, sleeping between attempts. Raises a subclass of ``APIError``.
         """
@@ -286,11 +286,11 @@ class HttpClient:
         timeout: float | tuple[float, float] | None = None,
         quiet: bool = False,
     ) -> Any:
-        """Make exactly one attempt and return the decoded JSON answer.
+        """Make exactly one attempt and return the decoded JSON response.
 
         ``body`` is already encoded (see ``encode_json``). ``quiet`` logs the
         exchange at DEBUG instead of INFO, for poll ticks. Raises a subclass of
-        ``APIError``: ``RequestError`` when no answer arrived.
+        ``APIError``: ``RequestError`` when no response arrived.
         """
         started = time.monotonic()
         response = self._send(method, path, body=body, params=params, timeout=timeout, stream=True)
@@ -319,10 +319,11 @@ class HttpClient:
         json: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """Open a streamed answer (``stream=True``) after checking its status; the caller closes it.
+        """Open a streamed response (``stream=True``) after checking its status.
 
-        Retried only while the request provably did not reach the server.
-        Raises a subclass of ``APIError`` for an error status.
+        The caller closes the response. The request is resent only while it
+        provably did not reach the server. Raises a subclass of ``APIError``
+        for an error status.
         """
         body = None if json is None else encode_json(json)
         attempt = 0
@@ -351,9 +352,9 @@ class HttpClient:
     def raise_for_answer(
         self, response: requests.Response, method: str, path: str, job_id: str | None = None
     ) -> None:
-        """Raise the typed error for an error status; the one place answers become errors.
+        """Raise the typed error for an error status; the one place responses become errors.
 
-        Reads and closes the body of an error answer; leaves a 2xx answer untouched.
+        Reads and closes the body of an error response and leaves a 2xx response untouched.
         """
         if response.status_code < 400:
             return
@@ -453,49 +454,49 @@ class HttpClient:
         job_id: str | None,
     ) -> APIError:
         server_message = _server_message(content)
-        asked = f"{method} {self._log_path(path)}"
-        answered = f"{status} {response.reason or ''}".strip()
+        request = f"{method} {self._log_path(path)}"
+        status_line = f"{status} {response.reason or ''}".strip()
         detail = f": {server_message}" if server_message else ""
         context = self._context(method, path, status, job_id, server_message)
         if status in (401, 403):
             key_state = "The API key was rejected." if self._api_key else "No API key was sent."
             return AuthenticationError(
-                f"{asked} returned {answered}{detail}. {key_state} Set the RUNPOD_API_KEY "
+                f"{request} returned {status_line}{detail}. {key_state} Set the RUNPOD_API_KEY "
                 "environment variable or pass api_key= to Endpoint.",
                 **context,
             )
         if status == 404:
-            return self._not_found(asked, answered, detail, path, job_id, context)
+            return self._not_found(request, status_line, detail, path, job_id, context)
         if status == 429:
             retry_after = _retry_after(response.headers.get("Retry-After"))
             wait = (
-                f" The server asked to wait {retry_after:g} s." if retry_after is not None else ""
+                f" The server request to wait {retry_after:g} s." if retry_after is not None else ""
             )
             return RateLimited(
-                f"{asked} returned {answered}{detail}.{wait} Lower the request rate or the "
+                f"{request} returned {status_line}{detail}.{wait} Lower the request rate or the "
                 "concurrency, or raise RetryPolicy.max_attempts.",
                 retry_after=retry_after,
                 **context,
             )
         if status == 400:
             return InvalidRequest(
-                f"{asked} was rejected as invalid ({answered}){detail}. "
+                f"{request} was rejected as invalid ({status_line}){detail}. "
                 "Check the payload and parameters.",
                 **context,
             )
         if status >= 500:
             return ServerError(
-                f"{asked} returned {answered}{detail}. The endpoint failed to handle the request; "
-                "try again later.",
+                f"{request} returned {status_line}{detail}. The endpoint failed to handle the "
+                "request; try again later.",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 **context,
             )
-        return APIError(f"{asked} returned {answered}{detail}.", **context)
+        return APIError(f"{request} returned {status_line}{detail}.", **context)
 
     def _not_found(
         self,
-        asked: str,
-        answered: str,
+        request: str,
+        status_line: str,
         detail: str,
         path: str,
         job_id: str | None,
@@ -503,19 +504,18 @@ class HttpClient:
     ) -> APIError:
         if job_id is not None:
             return JobNotFound(
-                f"{asked} returned {answered}{detail}. Job {job_id!r} is unknown to endpoint "
-                f"{self.endpoint_id!r}: it was never submitted there, its result expired, "
+                f"{request} returned {status_line}{detail}. Job {job_id!r} is unknown to "
+                f"endpoint {self.endpoint_id!r}: it was never submitted there, its result expired, "
                 "or it was purged.",
                 **context,
             )
         if path.split("/", 1)[0] in ENDPOINT_ROUTES:
             return EndpointNotFound(
-                f"{asked} returned {answered}{detail}. Endpoint {self.endpoint_id!r} was not "
-                f"found at "
-                f"{self.base_url}; check the endpoint id and the base URL.",
+                f"{request} returned {status_line}{detail}. Endpoint {self.endpoint_id!r} "
+                f"was not found at {self.base_url}; check the endpoint id and the base URL.",
                 **context,
             )
-        return NotFoundError(f"{asked} returned {answered}{detail}.", **context)
+        return NotFoundError(f"{request} returned {status_line}{detail}.", **context)
 
     def _request_error(
         self,
@@ -524,7 +524,7 @@ class HttpClient:
         path: str,
         timeout: float | tuple[float, float] | None,
     ) -> RequestError:
-        asked = f"{method} {self._log_path(path)}"
+        request = f"{method} {self._log_path(path)}"
         host = urllib.parse.urlsplit(self.base_url).netloc
         if request_not_sent(error):
             what = f"could not connect to {host} ({_root_cause(error)})"
@@ -532,14 +532,16 @@ class HttpClient:
         elif isinstance(error, requests.exceptions.ReadTimeout):
             limit = timeout if timeout is not None else self.timeout
             read = limit[1] if isinstance(limit, tuple) else limit
-            what = f"got no answer from {host} within the read timeout of {read:g} s"
+            what = f"got no response from {host} within the read timeout of {read:g} s"
             advice = (
                 "The request may have reached the server; raise timeout= if the server is slow."
             )
         else:
             what = f"lost the connection to {host} ({_root_cause(error)})"
             advice = "The request may have reached the server; try again."
-        return RequestError(f"{asked} {what}. {advice}", **self._context(method, path, None, None))
+        return RequestError(
+            f"{request} {what}. {advice}", **self._context(method, path, None, None)
+        )
 
     def _context(
         self,

@@ -44,7 +44,7 @@ class Job:
     """A job on a RunPod endpoint; ``ep.run(p)`` emits one, ``ep.job(job_id)`` makes one.
 
     Every method returns a cold ``RunPodObservable``. ``updates()`` is shared:
-    however many subscribe, one poller per job asks for its status.
+    however many subscribe, one poller per job requests its status.
 
     ``submitted`` is True for jobs this process submitted (through
     ``ep.run``): then ``cancel_on_dispose`` defaults to True, so disposing the
@@ -442,7 +442,7 @@ class _StreamPoll(Poll[Any]):
             self._empty_interval = None
             return 0.0
         # The server holds /stream while it has nothing, so an empty response
-        # already waited; back off anyway in case a server answers at once.
+        # already waited. Back off anyway in case a server responds at once.
         self._empty_interval = self._policy.next_interval(self._empty_interval, changed=False)
         return self._empty_interval
 
@@ -515,7 +515,7 @@ class _StreamPoll(Poll[Any]):
 
 
 def _aggregate(state: JobState) -> list[Any] | None:
-    """The aggregated stream a final status carries: its ``stream`` list or a list ``output``."""
+    """Return the aggregated stream of a final status: its ``stream`` list or a list ``output``."""
     if state.raw.get("stream") is not None:
         return state.stream
     if isinstance(state.output, list):
@@ -542,7 +542,7 @@ class _Watch(abc.DisposableBase):
             return True
 
     def finish(self) -> None:
-        """The subscription ended by itself (completed or failed)."""
+        """Record that the subscription ended by itself (completed or failed)."""
         if self._end():
             self._job._unwatch(cancel=False)
 

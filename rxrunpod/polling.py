@@ -67,7 +67,7 @@ class PollPolicy:
 
 
 class Poll(Generic[T]):
-    """One polling conversation; subclasses say what to fetch and what a response means.
+    """One polling conversation; subclasses define what to fetch and what a response means.
 
     A fresh instance serves each subscription, so instances may keep state.
     """

@@ -55,7 +55,7 @@ DEFAULT_IDLE_TIMEOUT = 2.0
 class _Action:
     """One scheduled action; cancelling it before it runs drops it."""
 
-    __slots__ = ("action", "cancelled", "disposable", "scheduler", "state", "taken")
+    __slots__ = ("action", "cancelled", "dequeued", "disposable", "scheduler", "state")
 
     def __init__(
         self, scheduler: abc.SchedulerBase, action: typing.ScheduledAction[Any], state: Any
@@ -64,7 +64,7 @@ class _Action:
         self.action = action
         self.state = state
         self.cancelled = False
-        self.taken = False
+        self.dequeued = False
         self.disposable = SingleAssignmentDisposable()
 
     def invoke(self) -> None:
@@ -154,7 +154,7 @@ class TimerScheduler(Scheduler):
             if item.cancelled:
                 return
             item.cancelled = True
-            if item.taken:
+            if item.dequeued:
                 # Already off the queue (running or about to run): only the
                 # flag and the action's own disposable are left to handle.
                 item.disposable.dispose()
@@ -188,7 +188,7 @@ class TimerScheduler(Scheduler):
                     if due <= now:
                         heapq.heappop(self._heap)
                         self._live -= 1
-                        item.taken = True
+                        item.dequeued = True
                         return item
                     self._condition.wait(due - now)
                     continue
