@@ -26,6 +26,8 @@ __all__ = ["DEFAULT_RUNSYNC_WAIT", "Endpoint", "request_body"]
 
 log = logging.getLogger("rxrunpod.endpoint")
 
+# NOTE: a held /runsync occupies one I/O pool thread for up to its wait, so more
+# concurrent run_sync calls than pool threads delay other polls; prefer run() for fan-out.
 DEFAULT_RUNSYNC_WAIT = 30.0
 """Seconds ``run_sync`` asks the server to hold ``/runsync`` before it switches to polling."""
 
