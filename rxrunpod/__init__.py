@@ -47,6 +47,7 @@ from .models import (
     PurgeResult,
     StreamBatch,
 )
+from .observable import RunPodObservable
 from .polling import PollPolicy
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "RequestError",
     "RetryPolicy",
     "RunPodError",
+    "RunPodObservable",
     "ServerError",
     "StreamBatch",
     "StreamItemsLost",
