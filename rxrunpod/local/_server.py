@@ -200,7 +200,7 @@ class LocalServer:
                 400, f"/{route} needs a JSON body with an 'input' field; the body was empty"
             )
         try:
-            return json.loads(body)
+            return json.loads(body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as error:
             raise BadRequest(400, f"request body is not valid JSON: {error}") from None
 
@@ -327,6 +327,12 @@ def _too_large(route: str, limit: int, size: int | None) -> str:
         f"request body{actual} exceeds the {limit // MIB} MiB limit of /{route}; "
         "upload large inputs elsewhere and pass a URL"
     )
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, but JSON (RFC 8259) has no such words and strict
+    # parsers reject them; an accepted NaN would come back in outputs and webhooks as invalid JSON.
+    raise ValueError(f"{name} is not a JSON value; send null or a finite number")
 
 
 def _wait_parameter(request: web.Request, default: int, low: int, high: int) -> int:

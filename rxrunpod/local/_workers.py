@@ -28,6 +28,7 @@ from rxrunpod.models import JobStatus
 
 from . import _runpod_shim
 from ._handler import HandlerSpec
+from ._output import check_json
 
 __all__ = [
     "Assignment",
@@ -154,10 +155,12 @@ def _error_document(error: BaseException) -> str:
 def _outcome_of_return(value: Any) -> Outcome:
     """Apply RunPod's rules to a handler's return value."""
     if not isinstance(value, dict):
+        check_json(value, "output")
         return Outcome(JobStatus.COMPLETED, value, has_output=True)
     output = dict(value)
     error = output.pop("error", None)
     refresh = bool(output.pop("refresh_worker", False))
+    check_json(output, "output")
     has_output = bool(output)
     if error:
         message = error if isinstance(error, str) else json.dumps(error, default=str)
@@ -183,7 +186,7 @@ async def run_handler(
     """
     key = assignment.key
     job_id = assignment.job_id
-    _runpod_shim.progress_routes[job_id] = lambda value: events.progress(key, value)
+    _runpod_shim.progress_routes[job_id] = lambda value: _report_progress(events, key, value)
     try:
         result = spec.function(assignment.handler_argument())
         if inspect.isawaitable(result):
@@ -207,12 +210,25 @@ async def run_handler(
             del _runpod_shim.progress_routes[job_id]
 
 
+def _report_progress(events: WorkerEvents, key: JobKey, value: Any) -> None:
+    try:
+        check_json(value, "progress_update value")
+    except TypeError as error:
+        # RunPod's SDK sends progress from a background thread, so a bad value is lost, not fatal.
+        logger.warning("job %s: progress update dropped: %s", key[0], error)
+        return
+    events.progress(key, value)
+
+
 async def _drain_async_generator(
     generator: Any, key: JobKey, events: WorkerEvents, aggregate: bool
 ) -> list[Any] | None:
     collected: list[Any] | None = [] if aggregate else None
+    index = 0
     try:
         async for item in generator:
+            check_json(item, f"stream item {index}")
+            index += 1
             events.chunk(key, item)
             if collected is not None:
                 collected.append(item)
@@ -230,7 +246,8 @@ def _drain_generator(
 ) -> list[Any] | None:
     collected: list[Any] | None = [] if aggregate else None
     try:
-        for item in generator:
+        for index, item in enumerate(generator):
+            check_json(item, f"stream item {index}")
             events.chunk(key, item)
             if collected is not None:
                 collected.append(item)
