@@ -203,7 +203,7 @@ def add_client_commands(subcommands: argparse._SubParsersAction[argparse.Argumen
         type=_positive_int,
         default=None,
         metavar="N",
-        help="with --watch, stop after N snapshots",
+        help="with --watch, stop after N snapshots; without --watch it is rejected (exit 2)",
     )
     health.set_defaults(command_function=command_health)
 
@@ -349,6 +349,11 @@ def command_purge_queue(arguments: argparse.Namespace) -> int:
 
 def command_health(arguments: argparse.Namespace) -> int:
     """Print one health snapshot, or with ``--watch`` a live view until Ctrl-C or ``--count``."""
+    if arguments.count is not None and arguments.watch is None:
+        raise CommandError(
+            "--count needs --watch SECONDS, e.g. 'rxrunpod health ENDPOINT --watch 5 --count 2'",
+            EXIT_USAGE,
+        )
     output = _output_for(arguments, view_stream=sys.stdout)
     with _endpoint(arguments) as endpoint:
         if arguments.watch is None:
