@@ -181,7 +181,11 @@ class HttpClient:
     """The HTTP side of one endpoint: base URL, auth, timeouts, pooled connections.
 
     ``api_key`` defaults to ``RUNPOD_API_KEY`` and ``base_url`` to
-    ``RUNPOD_ENDPOINT_BASE_URL`` or ``https://api.runpod.ai/v2``. A ``session``
+    ``RUNPOD_ENDPOINT_BASE_URL`` or ``https://api.runpod.ai/v2``. The key is
+    checked here: one that is not a ``str`` raises ``TypeError``; an empty one,
+    or one holding a control character, a space or non-ASCII text, raises
+    ``ValueError`` without showing the key. An empty ``RUNPOD_API_KEY`` counts
+    as unset (no ``Authorization`` header). A ``session``
     passed in is used as is and never closed by ``close()``; otherwise the
     client owns a session whose connection pool keeps ``pool_size``
     connections per host, so polling reuses connections.
@@ -200,7 +204,15 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint_id = _check_endpoint_id(endpoint_id)
-        self._api_key = api_key if api_key is not None else os.environ.get("RUNPOD_API_KEY") or None
+        if api_key is not None:
+            self._api_key: str | None = _check_api_key(api_key, "api_key")
+        else:
+            from_environment = os.environ.get("RUNPOD_API_KEY") or None
+            self._api_key = (
+                None
+                if from_environment is None
+                else _check_api_key(from_environment, "RUNPOD_API_KEY")
+            )
         self.base_url = _check_base_url(
             base_url or os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_BASE_URL
         )
@@ -391,7 +403,13 @@ class HttpClient:
                 stream=stream,
             )
         except requests.RequestException as error:
-            raise self._request_error(error, method, path, timeout) from error
+            translated = self._request_error(error, method, path, timeout)
+            if not self._mentions_key(error):
+                raise translated from error
+        # The key reached a foreign message (an invalid header echoes its
+        # value), so the cause is left out: raised here, outside the except
+        # block, not even __context__ refers to it.
+        raise translated
 
     def _read_body(
         self, response: requests.Response, method: str, path: str, job_id: str | None
@@ -536,12 +554,48 @@ class HttpClient:
             advice = (
                 "The request may have reached the server; raise timeout= if the server is slow."
             )
+        elif isinstance(error, requests.exceptions.InvalidHeader):
+            what = f"was not sent because a header is invalid ({_root_cause(error)})"
+            advice = "Check api_key / RUNPOD_API_KEY for stray characters."
         else:
             what = f"lost the connection to {host} ({_root_cause(error)})"
             advice = "The request may have reached the server; try again."
         return RequestError(
-            f"{request} {what}. {advice}", **self._context(method, path, None, None)
+            self._scrub(f"{request} {what}. {advice}"), **self._context(method, path, None, None)
         )
+
+    def _key_forms(self) -> list[str]:
+        """The ways a foreign message may spell the key: as is, escaped by ``repr``, stripped."""
+        if self._api_key is None:
+            return []
+        forms = {self._api_key, repr(self._api_key)[1:-1], self._api_key.strip()}
+        return sorted((form for form in forms if form), key=len, reverse=True)
+
+    def _scrub(self, text: str) -> str:
+        """Blank the API key out of text that came from a foreign error."""
+        for form in self._key_forms():
+            text = text.replace(form, "<api key>")
+        return text
+
+    def _mentions_key(self, error: BaseException) -> bool:
+        """Tell whether the text of ``error`` or of any error it chains holds the API key."""
+        forms = self._key_forms()
+        if not forms:
+            return False
+        seen: set[int] = set()
+        pending: list[BaseException] = [error]
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            text = f"{current} {current.args!r}"
+            if any(form in text for form in forms):
+                return True
+            following = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+            following += [arg for arg in current.args if isinstance(arg, BaseException)]
+            pending.extend(item for item in following if isinstance(item, BaseException))
+        return False
 
     def _context(
         self,
@@ -585,6 +639,31 @@ def _check_endpoint_id(endpoint_id: object) -> str:
             f"endpoint_id must not contain '/', '?', '#', '%' or whitespace, got {endpoint_id!r}"
         )
     return endpoint_id
+
+
+def _check_api_key(api_key: object, source: str) -> str:
+    """Check a key before it goes into a header; messages never show the key itself."""
+    if not isinstance(api_key, str):
+        raise TypeError(
+            f"{source} must be a str, got {type(api_key).__name__}; pass the key as text"
+        )
+    if not api_key.strip():
+        raise ValueError(
+            f"{source} is empty or only whitespace; set it to your RunPod API key, "
+            "or leave it unset (None) to send no Authorization header"
+        )
+    for position, character in enumerate(api_key):
+        if ord(character) < 32 or ord(character) == 127:
+            raise ValueError(
+                f"{source} contains a newline or control character at position {position}; "
+                "remove it (a key read from a file often ends with a newline)"
+            )
+        if not character.isascii() or character == " ":
+            raise ValueError(
+                f"{source} contains a space or a non-ASCII character at position {position}; "
+                "RunPod API keys are printable ASCII, so check that the whole key was copied"
+            )
+    return api_key
 
 
 def _check_base_url(base_url: str) -> str:
