@@ -3,12 +3,14 @@
 Each command talks to one endpoint through ``rxrunpod.Endpoint``, so it works
 the same against the local endpoint and against RunPod. Results go to
 stdout (``--json``: one JSON object per line, with an ``event`` field);
-progress and messages go to stderr. Exit codes:
+progress and messages go to stderr. With ``--json`` an error is printed on
+both: as an ``error`` event on stdout and as a text line on stderr. Exit codes:
 
     0  success
     1  the job did not succeed: FAILED, CANCELLED, TIMED_OUT, not found, or the wait timed out
     2  usage error: bad arguments, an input that is not JSON, a request the server rejected (400)
     3  connection or authentication error: unreachable, bad key, unknown endpoint, server errors
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_CONNECTION",
+    "EXIT_INTERRUPTED",
     "EXIT_JOB_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -50,6 +53,7 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
+EXIT_INTERRUPTED = 130
 
 _T = TypeVar("_T")
 
@@ -61,6 +65,7 @@ exit codes:
   1  the job did not succeed (FAILED, CANCELLED, TIMED_OUT, not found, wait timed out)
   2  usage error (bad arguments or input, request rejected with 400)
   3  connection or authentication error (unreachable, bad key, unknown endpoint, 5xx)
+  130  interrupted (Ctrl-C)
 
 environment:
   RUNPOD_API_KEY            API key, sent as a bearer token (a local endpoint needs none
@@ -110,7 +115,11 @@ def add_client_commands(subcommands: argparse._SubParsersAction[argparse.Argumen
         help="API base URL ending in /v2 (default: $RUNPOD_ENDPOINT_BASE_URL, else https://api.runpod.ai/v2)",
     )
     common.add_argument(
-        "--json", action="store_true", help="print one JSON object per line instead of text"
+        "--json",
+        action="store_true",
+        help="print one JSON object per line instead of text; an error is also printed on "
+        'stdout as {"event": "error", "type": ..., "message": ..., "exit_code": ...} '
+        '(with "job_id" when a job is involved), and its text line stays on stderr',
     )
 
     def add(name: str, help_text: str, *, client: bool = True) -> argparse.ArgumentParser:
@@ -236,19 +245,46 @@ def message_for(error: BaseException, endpoint_id: str | None = None) -> str:
 
 
 def run_command(command: Callable[[argparse.Namespace], int], arguments: argparse.Namespace) -> int:
-    """Run a subcommand; turn its errors into a one-line message on stderr and an exit code."""
+    """Run a subcommand; turn its errors into a one-line message on stderr and an exit code.
+
+    With ``--json`` the error also goes to stdout as an ``error`` event line.
+    """
     try:
         return command(arguments)
     except KeyboardInterrupt:
-        print("rxrunpod: interrupted", file=sys.stderr)
-        return 130
+        _report_error(arguments, "KeyboardInterrupt", "interrupted", EXIT_INTERRUPTED, None)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `| head`); nothing left to report to.
         return EXIT_OK
     except (CommandError, errors.RunPodError) as error:
         endpoint_id = getattr(arguments, "endpoint", None)
-        print(f"rxrunpod: {message_for(error, endpoint_id)}", file=sys.stderr)
-        return exit_code_for(error)
+        exit_code = exit_code_for(error)
+        job_id = getattr(error, "job_id", None)
+        message = message_for(error, endpoint_id)
+        _report_error(arguments, type(error).__name__, message, exit_code, job_id)
+        return exit_code
+
+
+def _report_error(
+    arguments: argparse.Namespace,
+    error_type: str,
+    message: str,
+    exit_code: int,
+    job_id: str | None,
+) -> None:
+    print(f"rxrunpod: {message}", file=sys.stderr)
+    if not getattr(arguments, "json", False):
+        return
+    event: dict[str, Any] = {"event": "error", "type": error_type, "message": message}
+    if job_id is not None:
+        event["job_id"] = job_id
+    event["exit_code"] = exit_code
+    try:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass  # stdout is gone or closed; the stderr line above still reports the error
 
 
 # --- commands ---------------------------------------------------------------------------------

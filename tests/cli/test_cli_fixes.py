@@ -20,6 +20,7 @@ from rxrunpod import Endpoint, JobStatus
 from rxrunpod._commands import run_command
 from rxrunpod.cli import build_parser
 from rxrunpod.local import LocalEndpoint
+from tests.support.scripted_server import unused_port
 
 HANDLERS = Path(__file__).resolve().parents[2] / "examples" / "handlers"
 SLOW_INPUT = '{"mock_delay": 8}'
@@ -70,6 +71,51 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def job_status(endpoint: LocalEndpoint, job_id: str) -> JobStatus:
     with Endpoint("ep", base_url=endpoint.base_url) as client:
         return client.job(job_id).state().run().status
+
+
+# --- errors as JSON lines ---------------------------------------------------------------------
+
+
+def test_json_error_is_an_event_line(capsys: pytest.CaptureFixture[str]) -> None:
+    base_url = f"http://127.0.0.1:{unused_port()}/v2"
+
+    code = cli("health", "ep", "--base-url", base_url, "--json")
+
+    captured = capsys.readouterr()
+    events = json_lines(captured.out)
+    assert code == 3
+    assert len(events) == 1
+    assert events[0]["event"] == "error"
+    assert events[0]["type"] == "RequestError"
+    assert events[0]["exit_code"] == 3
+    assert "could not connect" in events[0]["message"]
+    assert "could not connect" in captured.err
+
+
+def test_json_job_timeout_error_names_job(
+    mock_worker: LocalEndpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli(
+        "run", "ep", "--base-url", mock_worker.base_url, "--json", "--timeout", "0.5",
+        "-i", SLOW_INPUT,
+    )  # fmt: skip
+
+    events = json_lines(capsys.readouterr().out)
+    assert code == 1
+    assert events[-1]["event"] == "error"
+    assert events[-1]["type"] == "WaitTimeout"
+    assert events[-1]["exit_code"] == 1
+    assert events[-1]["job_id"] == events[0]["id"]
+
+
+def test_json_usage_error_is_an_event_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli("run", "ep", "--base-url", "http://127.0.0.1:9/v2", "--json", "-i", "{bad")
+
+    events = json_lines(capsys.readouterr().out)
+    assert code == 2
+    assert events[0]["event"] == "error"
+    assert events[0]["exit_code"] == 2
+    assert "not valid JSON" in events[0]["message"]
 
 
 # --- health --count -------------------------------------------------------------------------
