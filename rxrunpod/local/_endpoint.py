@@ -65,6 +65,13 @@ class LocalEndpoint:
     times, then FAIL. ``worker="runpod"`` (process isolation only) runs the
     handler file as ``python handler.py`` under the ``runpod`` package's own
     worker loop. See docs/isolation.md.
+
+    A thread cannot be killed, so with ``isolation="thread"`` a worker whose
+    handler has not returned ``stop_grace`` seconds after its job was
+    cancelled or timed out is abandoned: it is replaced, and ``/health``
+    counts its thread as unhealthy until the handler returns. Once
+    ``max_abandoned_threads`` such threads run, hung workers are kept (and
+    logged) instead of replaced.
     """
 
     def __init__(
@@ -90,6 +97,8 @@ class LocalEndpoint:
         isolation: str | None = None,
         worker: str = "rxrunpod",
         lost_job_retries: int = 2,
+        stop_grace: float = 2.0,
+        max_abandoned_threads: int = 8,
     ) -> None:
         self._process: ProcessPool | None = None
         isolation = isolation or ("process" if worker == "runpod" else "thread")
@@ -126,6 +135,11 @@ class LocalEndpoint:
             raise ValueError(
                 "cold_start, idle_timeout, retention and sync_retention must be 0 or more seconds"
             )
+        if stop_grace < 0 or max_abandoned_threads < 0:
+            raise ValueError(
+                "stop_grace must be 0 or more seconds and max_abandoned_threads 0 or more, "
+                f"got {stop_grace} and {max_abandoned_threads}"
+            )
         self.settings = EngineSettings(
             min_workers=minimum,
             max_workers=maximum,
@@ -133,6 +147,8 @@ class LocalEndpoint:
             retention=retention,
             sync_retention=sync_retention,
             lost_job_retries=lost_job_retries,
+            stop_grace=stop_grace,
+            max_abandoned_threads=max_abandoned_threads,
         )
         self.host = host
         self._requested_port = port

@@ -23,6 +23,7 @@ from ._workers import (
     Assignment,
     JobKey,
     Outcome,
+    ThreadWorker,
     Worker,
     WorkerEvents,
     WorkerFactory,
@@ -47,6 +48,10 @@ class EngineSettings:
     sync_retention: float = 60.0
     # Times a job whose worker exits under it goes back to the queue before it FAILs.
     lost_job_retries: int = 2
+    # Seconds a cancelled or timed-out job gets to end before its thread worker is abandoned.
+    stop_grace: float = 2.0
+    # Abandoned worker threads still running at which hung workers stop being replaced.
+    max_abandoned_threads: int = 8
 
 
 @dataclass(eq=False)
@@ -58,6 +63,8 @@ class _WorkerSlot:
     idle_since: float = 0.0
     listed: bool = False
     refresh: bool = False
+    # True once a hung job should have got this worker abandoned but the limit was reached.
+    refused: bool = False
 
 
 class _LoopEvents:
@@ -107,6 +114,8 @@ class Engine:
         self._queue: dict[str, LocalJob] = {}
         self._running: dict[str, LocalJob] = {}
         self._slots: dict[Worker, _WorkerSlot] = {}
+        # Thread workers left to a handler that ignored its cancel; see _abandon.
+        self._abandoned: dict[Worker, _WorkerSlot] = {}
         self._available: deque[_WorkerSlot] = deque()
         self._ttl_heap: list[tuple[float, int, str]] = []
         self._retained: deque[tuple[float, LocalJob]] = deque()
@@ -226,6 +235,9 @@ class Engine:
                 else:
                     idle += 1
                 free_seats += max(0, slot.capacity - len(slot.jobs))
+        # NOTE: an abandoned worker thread (a handler that ignored its cancel or timeout) is
+        # counted as unhealthy until its handler returns; it is no capacity, so never running.
+        unhealthy += len(self._abandoned)
         queued = len(self._queue)
         # NOTE: RunPod does not define "throttled" precisely; here it counts the queued jobs
         # that max_workers keeps from getting a worker, at most max_workers.
@@ -281,11 +293,15 @@ class Engine:
         if job is not None:
             self._finish(job, outcome.status, outcome.output, outcome.has_output, outcome.error)
         if slot is None:
+            abandoned = self._abandoned.get(worker)
+            if abandoned is not None:
+                abandoned.jobs.discard(key)
             return
         slot.jobs.discard(key)
         slot.capacity = capacity
         if not slot.jobs:
             slot.idle_since = now()
+            slot.refused = False
         if outcome.refresh_worker:
             slot.refresh = True
         if slot.refresh and not slot.jobs and slot.state == "ready":
@@ -299,7 +315,11 @@ class Engine:
     def on_exited(self, worker: Worker, reason: str | None) -> None:
         slot = self._slots.pop(worker, None)
         if slot is None:
-            return
+            slot = self._abandoned.pop(worker, None)
+            if slot is None:
+                return
+            logger.info("abandoned worker %s ended: its handler returned", worker.id)
+            self._abandon_refused()
         if reason is not None:
             logger.error("worker %s exited: %s", worker.id, reason)
         else:
@@ -416,10 +436,69 @@ class Engine:
 
     def _stop_on_worker(self, job: LocalJob) -> None:
         key = (job.id, job.attempt)
-        for slot in self._slots.values():
+        for slot in (*self._slots.values(), *self._abandoned.values()):
             if key in slot.jobs:
                 slot.worker.cancel(key)
+                if isinstance(slot.worker, ThreadWorker) and slot.state != "abandoned":
+                    self.loop.call_later(self.settings.stop_grace, self._check_stopped, slot, key)
                 break
+
+    def _check_stopped(self, slot: _WorkerSlot, key: JobKey) -> None:
+        """Abandon a thread worker whose handler still runs a job it was told to stop.
+
+        A Python thread cannot be killed, so the worker is retired and replaced to
+        keep the pool's capacity; its daemon thread ends when the handler returns.
+        Past ``max_abandoned_threads`` live abandoned threads, hung workers are
+        kept instead, so a handler that hangs on every job cannot start threads
+        without bound.
+        """
+        if self._closed or self._slots.get(slot.worker) is not slot or key not in slot.jobs:
+            return
+        if len(self._abandoned) >= self.settings.max_abandoned_threads:
+            if not slot.refused:
+                slot.refused = True
+                logger.error(
+                    "worker %s still runs job %s %.1f s after it was cancelled or timed out, "
+                    "and %d abandoned worker threads still run, so it is not replaced and the "
+                    "pool has one worker less until its handler returns; serve with "
+                    "--isolation process (isolation='process') so hung handlers are killed",
+                    slot.worker.id,
+                    key[0],
+                    self.settings.stop_grace,
+                    len(self._abandoned),
+                )
+            return
+        logger.warning(
+            "worker %s did not stop job %s within %.1f s of its cancel or timeout; abandoning "
+            "its thread, which ends when the handler returns, and starting a replacement",
+            slot.worker.id,
+            key[0],
+            self.settings.stop_grace,
+        )
+        self._abandon(slot)
+
+    def _abandon(self, slot: _WorkerSlot) -> None:
+        del self._slots[slot.worker]
+        self._abandoned[slot.worker] = slot
+        slot.state = "abandoned"
+        slot.worker.stop()
+        if len(self._slots) < self.settings.min_workers:
+            self._spawn()
+        self._dispatch()
+
+    def _abandon_refused(self) -> None:
+        """Abandon one hung worker that was kept at the limit, now that a thread ended."""
+        if self._closed or len(self._abandoned) >= self.settings.max_abandoned_threads:
+            return
+        for slot in self._slots.values():
+            if slot.refused and slot.jobs:
+                logger.warning(
+                    "worker %s still runs a cancelled or timed-out job; abandoning its thread "
+                    "now that another abandoned thread ended, and starting a replacement",
+                    slot.worker.id,
+                )
+                self._abandon(slot)
+                return
 
     def _finish(
         self,

@@ -8,6 +8,9 @@ error, never a 500, a lost worker or a raw traceback.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,3 +113,108 @@ def test_non_finite_request_is_400(http: requests.Session, constant: str) -> Non
     assert response.status_code == 400
     assert constant in response.json()["error"]
     assert "not valid JSON" in response.json()["error"]
+
+
+# -- handlers that never return ---------------------------------------------
+
+RELEASE = threading.Event()
+
+
+def blocks_unless_quick(job: dict[str, Any]) -> Any:
+    """Return at once for ``{"quick": true}``, else block until the test releases it."""
+    if not job["input"].get("quick"):
+        RELEASE.wait(30)
+    return {"done": True}
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Clear ``RELEASE`` for the test and set it afterwards, so abandoned threads end."""
+    RELEASE.clear()
+    yield RELEASE
+    RELEASE.set()
+
+
+def submit(http: requests.Session, endpoint: LocalEndpoint, body: dict[str, Any]) -> str:
+    job_id: str = http.post(f"{endpoint.base_url}/ep/run", json=body).json()["id"]
+    return job_id
+
+
+def wait_status(
+    http: requests.Session, endpoint: LocalEndpoint, job_id: str, wanted: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        document: dict[str, Any] = http.get(f"{endpoint.base_url}/ep/status/{job_id}").json()
+        if document["status"] == wanted:
+            return document
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not reach {wanted} in 10 s: {document}")
+
+
+def health_workers(http: requests.Session, endpoint: LocalEndpoint) -> dict[str, int]:
+    workers: dict[str, int] = http.get(f"{endpoint.base_url}/ep/health").json()["workers"]
+    return workers
+
+
+def test_cancelled_hung_jobs_free_their_workers(
+    http: requests.Session, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rxrunpod.local")
+    with LocalEndpoint(blocks_unless_quick, workers=2, stop_grace=0.2) as endpoint:
+        hung = [submit(http, endpoint, {"input": {}}) for _ in range(2)]
+        for job_id in hung:
+            wait_status(http, endpoint, job_id, "IN_PROGRESS")
+            http.post(f"{endpoint.base_url}/ep/cancel/{job_id}")
+        quick = submit(http, endpoint, {"input": {"quick": True}})
+        document = wait_status(http, endpoint, quick, "COMPLETED")
+        workers = health_workers(http, endpoint)
+
+    assert document["output"] == {"done": True}
+    assert workers["unhealthy"] == 2
+    assert workers["running"] == 0
+    assert workers["idle"] == 2
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    for job_id, record in zip(hung, warnings, strict=True):
+        assert job_id in record.getMessage()
+        assert "abandoning its thread" in record.getMessage()
+
+
+def test_timed_out_hung_job_frees_its_worker(
+    http: requests.Session, release: threading.Event
+) -> None:
+    with LocalEndpoint(blocks_unless_quick, workers=1, stop_grace=0.2) as endpoint:
+        hung = submit(http, endpoint, {"input": {}, "policy": {"executionTimeout": 200}})
+        failed = wait_status(http, endpoint, hung, "FAILED")
+        quick = submit(http, endpoint, {"input": {"quick": True}})
+        document = wait_status(http, endpoint, quick, "COMPLETED")
+
+    assert failed["error"] == "executionTimeout exceeded"
+    assert document["output"] == {"done": True}
+
+
+def test_abandoned_threads_are_bounded(
+    http: requests.Session, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    with LocalEndpoint(
+        blocks_unless_quick, workers=1, stop_grace=0.2, max_abandoned_threads=1
+    ) as endpoint:
+        for _ in range(2):
+            job_id = submit(http, endpoint, {"input": {}})
+            wait_status(http, endpoint, job_id, "IN_PROGRESS")
+            http.post(f"{endpoint.base_url}/ep/cancel/{job_id}")
+        quick = submit(http, endpoint, {"input": {"quick": True}})
+        time.sleep(1.0)
+        waiting = http.get(f"{endpoint.base_url}/ep/status/{quick}").json()
+        workers = health_workers(http, endpoint)
+        release.set()
+        document = wait_status(http, endpoint, quick, "COMPLETED")
+
+    assert waiting["status"] == "IN_QUEUE"
+    assert workers["unhealthy"] == 1
+    assert workers["running"] == 1
+    assert document["output"] == {"done": True}
+    refusals = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(refusals) == 1
+    assert "--isolation process" in refusals[0].getMessage()
