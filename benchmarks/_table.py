@@ -14,12 +14,12 @@ __all__ = ["Row", "format_table", "machine_lines", "median", "percentile", "rati
 
 
 def median(values: Sequence[float]) -> float | None:
-    """The median, or None for no values."""
+    """Return the median, or None for no values."""
     return statistics.median(values) if values else None
 
 
 def percentile(values: Sequence[float], percent: float) -> float | None:
-    """The nearest-rank percentile, or None for no values."""
+    """Return the nearest-rank percentile, or None for no values."""
     if not values:
         return None
     ordered = sorted(values)
@@ -28,7 +28,7 @@ def percentile(values: Sequence[float], percent: float) -> float | None:
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:
-    """``ours / theirs``, or None when either is missing or ``theirs`` is 0."""
+    """Return ``ours / theirs``, or None when either is missing or ``theirs`` is 0."""
     if ours is None or theirs is None or theirs == 0:
         return None
     return ours / theirs
@@ -39,7 +39,8 @@ def seconds(value: float) -> str:
 
 
 def megabytes(value: float) -> str:
-    return f"{value / 2**20:.1f} MB"
+    # Adding 0.0 turns -0.0 (a tiny negative growth, rounded) into 0.0.
+    return f"{round(value / 2**20, 1) + 0.0:.1f} MB"
 
 
 def count(value: float) -> str:
@@ -62,7 +63,7 @@ def scientific(value: float) -> str:
 class Row:
     """One line of the table.
 
-    ``sdk`` may be a number or a text that says why there is none;
+    ``sdk`` is a number, or a text giving the reason there is none.
     ``met`` is None where the row has no target.
     """
 
@@ -85,7 +86,9 @@ class Row:
         numeric_sdk = self.sdk if isinstance(self.sdk, (int, float)) else None
         numeric_ours = self.rxrunpod if isinstance(self.rxrunpod, (int, float)) else None
         shown_ratio = ratio(numeric_ours, numeric_sdk)
-        verdict = "-" if self.met is None else ("met" if self.met else "NOT met")
+        verdict = "-"
+        if self.met is not None:
+            verdict = "met" if self.met else "NOT met"
         return [
             self.scenario,
             self.metric,
