@@ -24,7 +24,7 @@ API_KEY = "bench-key"
 
 
 def mark(name: str) -> None:
-    """Tell the parent that this process reached ``name`` (it reads server counters then)."""
+    """Tell the parent that this process reached ``name``, so it reads the server's counters."""
     print(f"MARK {name}", flush=True)
 
 

@@ -28,11 +28,11 @@ _SAMPLE_INTERVAL = 0.02
 
 
 def child_environment() -> dict[str, str]:
-    """This environment without ``RUNPOD_*`` variables.
+    """Return this environment without ``RUNPOD_*`` variables.
 
     The SDK's local API starts a heartbeat process that pings RunPod when
-    ``RUNPOD_AI_API_KEY`` and ``RUNPOD_POD_ID`` are set; without them it stays
-    silent, and no child reaches any host but 127.0.0.1.
+    ``RUNPOD_AI_API_KEY`` and ``RUNPOD_POD_ID`` are set. Without them it sends
+    nothing, so no child reaches any host but 127.0.0.1.
     """
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith("RUNPOD_")
@@ -114,19 +114,19 @@ class LocalEndpointProcess:
         return reply
 
     def command(self, operation: str, **arguments: Any) -> dict[str, Any]:
-        """Send one control command and return the answer."""
+        """Send one control command and return the reply."""
         assert self._process is not None and self._process.stdin is not None
         self._process.stdin.write(json.dumps({"op": operation, **arguments}) + "\n")
         self._process.stdin.flush()
         return self._read()
 
     def requests_by_route(self) -> dict[str, int]:
-        """The server's count of requests received per route so far."""
+        """Return the server's count of requests received per route so far."""
         counts: dict[str, int] = self.command("stats")["requests"]
         return counts
 
     def finished_times(self, job_ids: list[str]) -> dict[str, float | None]:
-        """``time.monotonic()`` at which the server marked each job final (None if not final)."""
+        """Return the ``time.monotonic()`` at which the server marked each job final, or None."""
         times: dict[str, float | None] = self.command("finished", ids=job_ids)["times"]
         return times
 
@@ -190,7 +190,7 @@ class SdkApiProcess:
             except requests.ConnectionError:
                 pass
             time.sleep(0.2)
-        raise ChildFailed(f"RunPod's local API did not answer within {_START_TIMEOUT:g} s")
+        raise ChildFailed(f"RunPod's local API did not respond within {_START_TIMEOUT:g} s")
 
     def __exit__(
         self,
