@@ -35,6 +35,7 @@ from .models import Health, JobState, JobStatus
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .job import Job
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -75,12 +76,27 @@ environment:
 """
 
 
+CANCEL_WAIT_SECONDS = 5.0
+"""How long ``run`` waits for the server to confirm a ``/cancel`` before it exits anyway."""
+
+SYNC_MIN_TIMEOUT = 2.0
+"""Smallest ``run --sync --timeout``: /runsync holds a request at least 1 s, plus 1 s margin."""
+
+
 class CommandError(Exception):
     """A failure the command reports as one line on stderr, with its exit code."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, *, job_id: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.job_id = job_id
+
+
+class Interrupted(CommandError):
+    """Ctrl-C ended the command, after it cancelled the job it submitted (if it could)."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message, EXIT_INTERRUPTED, job_id=job_id)
 
 
 @dataclass
@@ -172,7 +188,10 @@ def add_client_commands(subcommands: argparse._SubParsersAction[argparse.Argumen
         type=_positive_seconds,
         default=None,
         metavar="SECONDS",
-        help="cancel the job when it has not finished after this many seconds (default: wait)",
+        help="cancel the job when it has not finished after this many seconds, and wait up to "
+        f"{CANCEL_WAIT_SECONDS:g} s for the server to confirm the cancel (default: no limit); "
+        f"with --sync at least {SYNC_MIN_TIMEOUT:g} s, because /runsync holds a request at least "
+        "1 s before it returns the job id",
     )
     run.set_defaults(command_function=command_run)
 
@@ -252,7 +271,7 @@ def run_command(command: Callable[[argparse.Namespace], int], arguments: argpars
     try:
         return command(arguments)
     except KeyboardInterrupt:
-        _report_error(arguments, "KeyboardInterrupt", "interrupted", EXIT_INTERRUPTED, None)
+        _report_error(arguments, "Interrupted", "interrupted", EXIT_INTERRUPTED, None)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `| head`); nothing left to report to.
@@ -309,28 +328,29 @@ def command_run(arguments: argparse.Namespace) -> int:
     output = _output_for(arguments)
     with _endpoint(arguments) as endpoint:
         if arguments.sync:
-            return _run_sync(endpoint, payload, arguments.timeout, output)
+            return _run_sync(endpoint, payload, arguments, output)
 
-        job = wait_for(endpoint.run(payload), timeout=None)
+        job = _submit(endpoint, payload, arguments)
         logger.info("submitted job %s", job.id)
         if output.json:
             output.event("submitted", id=job.id)
         else:
             output.view.print(f"submitted job {job.id}")
 
-        # Leaving a wait disposes its subscription, and a job this command
-        # submitted is cancelled then: after --timeout as after Ctrl-C.
+        # The watches do not cancel on dispose, because a cancel sent in the
+        # background is lost when the process exits. After --timeout or
+        # Ctrl-C this command cancels the job itself and waits for the answer.
         deadline = None if arguments.timeout is None else time.monotonic() + arguments.timeout
         try:
             if arguments.stream:
-                _print_stream(job.stream(), output, _remaining(deadline))
-            final = _follow(job.updates(), job.id, output, _remaining(deadline))
+                stream = job.stream(cancel_on_dispose=False)
+                _print_stream(stream, output, _remaining(deadline))
+            updates = job.updates(cancel_on_dispose=False)
+            final = _follow(updates, job.id, output, _remaining(deadline))
         except errors.WaitTimeout:
-            raise errors.WaitTimeout(
-                f"job {job.id} did not finish within {arguments.timeout:g} s, so it was cancelled",
-                job_id=job.id,
-                timeout=arguments.timeout,
-            ) from None
+            raise _timed_out(endpoint, job.id, arguments, arguments.timeout) from None
+        except KeyboardInterrupt:
+            raise _interrupted(endpoint, job.id, arguments) from None
         return _report_final(final, output, print_output=not arguments.stream)
 
 
@@ -491,17 +511,22 @@ def for_each(
 
     subscription = source.subscribe(guarded, on_error, finished.set)
     try:
-        # Waiting in short steps lets Ctrl-C reach the main thread promptly.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not finished.wait(0.2):
-            if timeout is not None and deadline is not None and time.monotonic() > deadline:
-                raise errors.WaitTimeout(
-                    f"no result within {timeout:g} s", job_id=None, timeout=timeout
-                )
+        _wait(finished, timeout=timeout)
     finally:
         subscription.dispose()
     if failure:
         raise failure[0]
+
+
+def _wait(finished: threading.Event, *, timeout: float | None) -> None:
+    """Block until ``finished`` is set; raise ``WaitTimeout`` after ``timeout`` seconds."""
+    # Waiting in short steps lets Ctrl-C reach the main thread promptly.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not finished.wait(0.2):
+        if timeout is not None and deadline is not None and time.monotonic() > deadline:
+            raise errors.WaitTimeout(
+                f"no result within {timeout:g} s", job_id=None, timeout=timeout
+            )
 
 
 @contextmanager
@@ -520,13 +545,121 @@ def _output_for(arguments: argparse.Namespace, view_stream: TextIO | None = None
     return Output(out=sys.stdout, view=LiveView(view_stream or sys.stderr), json=arguments.json)
 
 
-def _run_sync(endpoint: Endpoint, payload: Any, timeout: float | None, output: Output) -> int:
-    output.view.show(["waiting for /runsync ..."])
-    if timeout is None:
-        result = wait_for(endpoint.run_sync(payload), timeout=None)
+def _submit(endpoint: Endpoint, payload: Any, arguments: argparse.Namespace) -> Job:
+    """Send ``POST /run`` and return the job; on Ctrl-C cancel the job if one was created."""
+    jobs: list[Job] = []
+    finished = threading.Event()
+    failure: list[Exception] = []
+
+    def on_error(error: Exception) -> None:
+        failure.append(error)
+        finished.set()
+
+    subscription = endpoint.run(payload).subscribe(jobs.append, on_error, finished.set)
+    try:
+        _wait(finished, timeout=None)
+    except KeyboardInterrupt:
+        # The POST may already have created a job: wait a little for its id, so
+        # that the job can be cancelled instead of left running.
+        finished.wait(CANCEL_WAIT_SECONDS)
+        if jobs:
+            raise _interrupted(endpoint, jobs[0].id, arguments) from None
+        raise
+    finally:
+        subscription.dispose()
+    if failure:
+        raise failure[0]
+    if not jobs:
+        raise CommandError("the endpoint returned no job for POST /run", EXIT_CONNECTION)
+    return jobs[0]
+
+
+def _cancel_outcome(
+    endpoint: Endpoint, job_id: str, arguments: argparse.Namespace
+) -> tuple[bool, str]:
+    """Cancel a job, waiting up to ``CANCEL_WAIT_SECONDS`` for the server to confirm it.
+
+    Returns whether the server confirmed the cancel, and a text that
+    completes a sentence starting with the job id.
+    """
+    try:
+        state = wait_for(endpoint.job(job_id).cancel(), timeout=CANCEL_WAIT_SECONDS)
+    except errors.WaitTimeout:
+        reason = f"no response within {CANCEL_WAIT_SECONDS:g} s"
+    except KeyboardInterrupt:
+        reason = "interrupted again"
+    except (CommandError, errors.RunPodError) as error:
+        reason = f"{type(error).__name__}: {message_for(error)}"
     else:
-        result = wait_for(endpoint.run_sync(payload, timeout=timeout), timeout=None)
-    output.view.show([])
+        if state.status is JobStatus.CANCELLED:
+            return True, "was cancelled"
+        if state.is_final:
+            return False, f"ended {state.raw_status} before the cancel request arrived"
+        reason = f"the server returned status {state.raw_status}"
+    logger.warning("cancelling job %s could not be confirmed: %s", job_id, reason)
+    command = f"rxrunpod cancel {endpoint.id} {job_id}"
+    if arguments.base_url:
+        command += f" --base-url {arguments.base_url}"
+    return False, (
+        f"may still be running, because its cancel request could not be confirmed ({reason}); "
+        f"cancel it with '{command}'"
+    )
+
+
+def _timed_out(
+    endpoint: Endpoint, job_id: str, arguments: argparse.Namespace, timeout: float
+) -> errors.WaitTimeout:
+    cancelled, outcome = _cancel_outcome(endpoint, job_id, arguments)
+    outcome = "so it was cancelled" if cancelled else f"and it {outcome}"
+    return errors.WaitTimeout(
+        f"job {job_id} did not finish within {timeout:g} s, {outcome}",
+        job_id=job_id,
+        timeout=timeout,
+    )
+
+
+def _interrupted(endpoint: Endpoint, job_id: str, arguments: argparse.Namespace) -> Interrupted:
+    _, outcome = _cancel_outcome(endpoint, job_id, arguments)
+    return Interrupted(f"interrupted; job {job_id} {outcome}", job_id=job_id)
+
+
+def _run_sync(
+    endpoint: Endpoint, payload: Any, arguments: argparse.Namespace, output: Output
+) -> int:
+    output.view.show(["waiting for /runsync ..."])
+    timeout: float | None = arguments.timeout
+    try:
+        if timeout is None:
+            result = wait_for(endpoint.run_sync(payload), timeout=None)
+        else:
+            # The server holds /runsync for ``wait`` seconds (at least 1 s) and
+            # then returns the job id. Asking for a wait one second shorter than
+            # the timeout lets the timeout name the job and cancel it.
+            from .endpoint import DEFAULT_RUNSYNC_WAIT
+
+            timeout = max(timeout, SYNC_MIN_TIMEOUT)
+            wait = min(timeout - 1.0, DEFAULT_RUNSYNC_WAIT)
+            result = wait_for(endpoint.run_sync(payload, timeout=timeout, wait=wait), timeout=None)
+    except errors.WaitTimeout as error:
+        if error.job_id is None:
+            raise errors.WaitTimeout(
+                f"/runsync did not return within {error.timeout:g} s, so the job id is unknown "
+                "and the job was not cancelled; check the queue with "
+                f"'rxrunpod health {endpoint.id}'",
+                job_id=None,
+                timeout=error.timeout,
+            ) from None
+        raise _timed_out(endpoint, error.job_id, arguments, error.timeout) from None
+    except KeyboardInterrupt:
+        # NOTE: /runsync returns the job id only when the job ends or its wait
+        # passes, so here the id may be unknown; the library then cancels the
+        # job in the background when the id arrives, which exit can cut short.
+        raise Interrupted(
+            "interrupted during /runsync; the job, if the server created one, may still be "
+            f"running: check the queue with 'rxrunpod health {endpoint.id}'"
+        ) from None
+    finally:
+        output.view.show([])
     if output.json:
         output.event("output", output=result)
     else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from rxrunpod.local import LocalEndpoint
 from tests.support.scripted_server import unused_port
 
 HANDLERS = Path(__file__).resolve().parents[2] / "examples" / "handlers"
-SLOW_INPUT = '{"mock_delay": 8}'
+SLOW_INPUT = '{"mock_delay": 4}'
 
 
 @pytest.fixture()
@@ -71,6 +73,82 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def job_status(endpoint: LocalEndpoint, job_id: str) -> JobStatus:
     with Endpoint("ep", base_url=endpoint.base_url) as client:
         return client.job(job_id).state().run().status
+
+
+# --- cancelling on --timeout and Ctrl-C -------------------------------------------------------
+
+
+def test_run_timeout_cancels_before_exit(mock_worker: LocalEndpoint) -> None:
+    # The cancel used to be sent in the background and was lost in 2 of 3 runs when
+    # the process exited, so three runs must send three cancels.
+    for run in range(1, 4):
+        result = rxrunpod_child(
+            "run", "ep", "--base-url", mock_worker.base_url, "--json", "--timeout", "0.5",
+            "-i", SLOW_INPUT,
+        )  # fmt: skip
+
+        job_id = json_lines(result.stdout)[0]["id"]
+        assert result.returncode == 1, result.stderr
+        assert cancel_requests(mock_worker) == run
+        assert f"job {job_id} did not finish within 0.5 s, so it was cancelled" in result.stderr
+        assert job_status(mock_worker, job_id) is JobStatus.CANCELLED
+
+
+def test_run_interrupt_cancels_before_exit(mock_worker: LocalEndpoint) -> None:
+    command = [
+        sys.executable, "-m", "rxrunpod", "run", "ep", "--base-url", mock_worker.base_url,
+        "--json", "-i", SLOW_INPUT,
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        submitted = json.loads(child.stdout.readline())
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=30)
+        error_text = child.stderr.read()
+
+    job_id = submitted["id"]
+    assert code == 130
+    assert cancel_requests(mock_worker) == 1
+    assert f"job {job_id} was cancelled" in error_text
+    assert job_status(mock_worker, job_id) is JobStatus.CANCELLED
+
+
+def test_run_sync_timeout_cancels_and_names_job(mock_worker: LocalEndpoint) -> None:
+    result = rxrunpod_child(
+        "run", "ep", "--base-url", mock_worker.base_url, "--sync", "--timeout", "2",
+        "-i", SLOW_INPUT,
+    )  # fmt: skip
+
+    found = re.search(r"job (\S+) did not finish within 2 s, so it was cancelled", result.stderr)
+    assert result.returncode == 1, result.stderr
+    assert found is not None, result.stderr
+    assert cancel_requests(mock_worker) == 1
+    assert job_status(mock_worker, found.group(1)) is JobStatus.CANCELLED
+
+
+def test_run_timeout_reports_unconfirmed_cancel(
+    mock_worker: LocalEndpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mock_worker.faults.add("500", routes="cancel")
+
+    code = cli(
+        "run", "ep", "--base-url", mock_worker.base_url, "--json", "--timeout", "0.5",
+        "-i", SLOW_INPUT,
+    )  # fmt: skip
+
+    captured = capsys.readouterr()
+    job_id = json_lines(captured.out)[0]["id"]
+    assert code == 1
+    assert "so it was cancelled" not in captured.err
+    assert "could not be confirmed" in captured.err
+    assert f"rxrunpod cancel ep {job_id} --base-url {mock_worker.base_url}" in captured.err
 
 
 # --- errors as JSON lines ---------------------------------------------------------------------
