@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -13,6 +14,10 @@ from typing import Any
 from ._faults import FAULT_KINDS, ROUTES, FaultRule, Faults
 
 __all__ = ["add_serve_command", "command_serve"]
+
+logger = logging.getLogger("rxrunpod.local")
+
+_TRACEBACK_HINT = "rerun with --log-level DEBUG to see the traceback"
 
 
 def _non_negative_seconds(text: str) -> float:
@@ -67,7 +72,7 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument(
         "--port",
-        type=_non_negative_int,
+        type=int,
         default=8000,
         help="TCP port; 0 picks a free one (default: 8000)",
     )
@@ -184,10 +189,33 @@ def _report_ready(endpoint: Any, stop: threading.Event, started: float) -> None:
             return
 
 
+def _load_problem(error: Exception) -> str:
+    """Describe why a handler failed to load, on one line, with what to do next."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename}, line {error.lineno}" if error.filename else "the handler"
+        text = f"{where}: SyntaxError: {error.msg}; fix the file and run again"
+    elif isinstance(error, ValueError | OSError) or type(error) is ModuleNotFoundError:
+        text = str(error)
+    else:
+        text = (
+            f"importing it raised {type(error).__name__}: {error}; fix the code that runs at "
+            f"import time, or {_TRACEBACK_HINT}"
+        )
+    return " ".join(text.splitlines())
+
+
 def command_serve(arguments: argparse.Namespace) -> int:
     """Run the local endpoint until SIGINT or SIGTERM; return the exit code."""
     from ._endpoint import LocalEndpoint
 
+    if not 0 <= arguments.port <= 65535:
+        # Checked here rather than by argparse so that the error is one line without the usage.
+        print(
+            f"rxrunpod serve: --port {arguments.port} is out of range; "
+            "use a TCP port from 0 to 65535 (0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rules = [
             FaultRule.parse(text, retry_after=arguments.retry_after, delay=arguments.slow_delay)
@@ -215,8 +243,13 @@ def command_serve(arguments: argparse.Namespace) -> int:
     }
     try:
         endpoint = LocalEndpoint(arguments.handler, **options)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"rxrunpod serve: cannot load handler {arguments.handler}: {error}", file=sys.stderr)
+    except Exception as error:
+        # Importing a handler file runs arbitrary module code, so any exception can arrive here.
+        logger.debug("loading handler %s failed", arguments.handler, exc_info=True)
+        print(
+            f"rxrunpod serve: cannot load handler {arguments.handler}: {_load_problem(error)}",
+            file=sys.stderr,
+        )
         return 2
     stop = threading.Event()
 

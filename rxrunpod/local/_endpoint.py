@@ -135,6 +135,8 @@ class LocalEndpoint:
             raise ValueError(
                 "cold_start, idle_timeout, retention and sync_retention must be 0 or more seconds"
             )
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be from 0 to 65535 (0 picks a free one), got {port}")
         if stop_grace < 0 or max_abandoned_threads < 0:
             raise ValueError(
                 "stop_grace must be 0 or more seconds and max_abandoned_threads 0 or more, "

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +222,70 @@ def test_abandoned_threads_are_bounded(
     refusals = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert len(refusals) == 1
     assert "--isolation process" in refusals[0].getMessage()
+
+
+# -- rxrunpod serve start-up errors -----------------------------------------
+
+ROOT = Path(__file__).parents[2]
+BROKEN_IMPORT = Path(__file__).parent / "handlers" / "broken_import.py"
+
+
+def run_serve(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run ``rxrunpod serve`` with ``arguments`` in a child process that must exit by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "rxrunpod", "serve", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+
+
+def test_serve_syntax_error_is_one_line(tmp_path: Path) -> None:
+    handler = tmp_path / "typo.py"
+    handler.write_text("def handler(job):\n    return job[\n")
+    finished = run_serve(str(handler), "--port", "0")
+
+    assert finished.returncode == 2
+    assert finished.stderr.count("\n") == 1
+    assert str(handler) in finished.stderr
+    assert "SyntaxError" in finished.stderr
+    assert "line 2" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_serve_import_error_is_one_line() -> None:
+    finished = run_serve(str(BROKEN_IMPORT), "--port", "0")
+
+    assert finished.returncode == 2
+    assert finished.stderr.count("\n") == 1
+    assert str(BROKEN_IMPORT) in finished.stderr
+    assert "RuntimeError: this handler cannot be imported" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_serve_import_traceback_at_debug() -> None:
+    finished = run_serve(str(BROKEN_IMPORT), "--port", "0", "--log-level", "DEBUG")
+
+    assert finished.returncode == 2
+    assert "Traceback" in finished.stderr
+    assert 'broken_import.py", line 3' in finished.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_serve_port_out_of_range_exits_2(port: str) -> None:
+    finished = run_serve(str(BROKEN_IMPORT), "--port", port)
+
+    assert finished.returncode == 2
+    assert finished.stderr.count("\n") == 1
+    assert f"--port {port} is out of range" in finished.stderr
+    assert "from 0 to 65535" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_endpoint_rejects_port_out_of_range() -> None:
+    with pytest.raises(
+        ValueError, match=r"port must be from 0 to 65535 \(0 picks a free one\), got 99999"
+    ):
+        LocalEndpoint(echo, port=99999)
