@@ -31,6 +31,7 @@ from reactivex import Observable
 
 from . import errors
 from ._display import LiveView
+from ._progress import AttemptLog, CountingRetryPolicy, WaitProgress
 from .models import Health, JobState, JobStatus
 
 if TYPE_CHECKING:
@@ -129,6 +130,15 @@ def add_client_commands(subcommands: argparse._SubParsersAction[argparse.Argumen
         "--base-url",
         default=None,
         help="API base URL ending in /v2 (default: $RUNPOD_ENDPOINT_BASE_URL, else https://api.runpod.ai/v2)",
+    )
+    common.add_argument(
+        "--request-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="connect and read timeout of each HTTP request (default: 5 s connect, 30 s read); "
+        "a request that fails this way is tried up to 5 times. With --stream keep it above "
+        "the time the server holds an empty /stream request (10 s on the local endpoint)",
     )
     common.add_argument(
         "--json",
@@ -249,17 +259,22 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_CONNECTION
 
 
-def message_for(error: BaseException, endpoint_id: str | None = None) -> str:
+def message_for(
+    error: BaseException, endpoint_id: str | None = None, attempts: int | None = None
+) -> str:
     """Return the one-line message for an error: what failed and what to do.
 
     The wire layer's messages already say what to do about connection,
     key and endpoint errors, so only job outcomes get a hint here.
+    ``attempts`` (when more than one) is how often the failed request was sent.
     """
     text = str(error).strip()
     first_line = text.splitlines()[0] if text else type(error).__name__
     if isinstance(error, errors.JobFailed):
         command = f"rxrunpod status {endpoint_id} {error.job_id} --json"
         return f"{first_line}; run '{command}' for the full error"
+    if attempts is not None and attempts > 1:
+        return f"{first_line} Gave up after {attempts} attempts."
     return first_line
 
 
@@ -280,7 +295,9 @@ def run_command(command: Callable[[argparse.Namespace], int], arguments: argpars
         endpoint_id = getattr(arguments, "endpoint", None)
         exit_code = exit_code_for(error)
         job_id = getattr(error, "job_id", None)
-        message = message_for(error, endpoint_id)
+        attempt_log: AttemptLog | None = getattr(arguments, "attempt_log", None)
+        attempts = attempt_log.attempts_before(error) if attempt_log is not None else None
+        message = message_for(error, endpoint_id, attempts)
         _report_error(arguments, type(error).__name__, message, exit_code, job_id)
         return exit_code
 
@@ -365,7 +382,9 @@ def command_status(arguments: argparse.Namespace) -> int:
         if arguments.watch:
             final = _follow(job.updates(), job.id, output, None)
         else:
-            final = wait_for(job.state(), timeout=None)
+            final = wait_for(
+                job.state(), timeout=None, progress=_progress(arguments, "GET /status")
+            )
             if output.json:
                 output.event("status", **final.to_json())
             else:
@@ -377,7 +396,8 @@ def command_cancel(arguments: argparse.Namespace) -> int:
     """Cancel a job and print the state the endpoint returned."""
     output = _output_for(arguments)
     with _endpoint(arguments) as endpoint:
-        state = wait_for(endpoint.job(arguments.job_id).cancel(), timeout=None)
+        progress = _progress(arguments, "POST /cancel")
+        state = wait_for(endpoint.job(arguments.job_id).cancel(), timeout=None, progress=progress)
         _print_state("cancel", state, output)
         return EXIT_OK
 
@@ -386,7 +406,8 @@ def command_retry(arguments: argparse.Namespace) -> int:
     """Send a FAILED or TIMED_OUT job back to the queue and print its new state."""
     output = _output_for(arguments)
     with _endpoint(arguments) as endpoint:
-        state = wait_for(endpoint.job(arguments.job_id).retry(), timeout=None)
+        progress = _progress(arguments, "POST /retry")
+        state = wait_for(endpoint.job(arguments.job_id).retry(), timeout=None, progress=progress)
         _print_state("retry", state, output)
         return EXIT_OK
 
@@ -395,7 +416,8 @@ def command_purge_queue(arguments: argparse.Namespace) -> int:
     """Remove every queued job of an endpoint and print how many were removed."""
     output = _output_for(arguments)
     with _endpoint(arguments) as endpoint:
-        result = wait_for(endpoint.purge_queue(), timeout=None)
+        progress = _progress(arguments, "POST /purge-queue")
+        result = wait_for(endpoint.purge_queue(), timeout=None, progress=progress)
         if output.json:
             output.event("purge", removed=result.removed, status=result.status)
         else:
@@ -413,7 +435,9 @@ def command_health(arguments: argparse.Namespace) -> int:
     output = _output_for(arguments, view_stream=sys.stdout)
     with _endpoint(arguments) as endpoint:
         if arguments.watch is None:
-            _print_health(wait_for(endpoint.health(), timeout=None), output, live=False)
+            progress = _progress(arguments, "GET /health")
+            health = wait_for(endpoint.health(), timeout=None, progress=progress)
+            _print_health(health, output, live=False)
             return EXIT_OK
 
         snapshots: Observable[Health] = endpoint.health(every=arguments.watch)
@@ -478,22 +502,28 @@ def describe_health(health: Health) -> list[str]:
     ]
 
 
-def wait_for(source: Observable[_T], *, timeout: float | None) -> _T:
+def wait_for(
+    source: Observable[_T], *, timeout: float | None, progress: WaitProgress | None = None
+) -> _T:
     """Block until ``source`` emits its last item and return it; Ctrl-C disposes the subscription.
 
     Unlike reactivex's ``run()``, an interrupt here disposes the
     subscription first, so a job submitted by ``source`` is cancelled
-    instead of left running.
+    instead of left running. ``progress`` shows the wait on a terminal.
     """
     items: list[_T] = []
-    for_each(source, items.append, timeout=timeout)
+    for_each(source, items.append, timeout=timeout, progress=progress)
     if not items:
         raise CommandError("the endpoint returned no result", EXIT_CONNECTION)
     return items[-1]
 
 
 def for_each(
-    source: Observable[_T], on_next: Callable[[_T], None], *, timeout: float | None = None
+    source: Observable[_T],
+    on_next: Callable[[_T], None],
+    *,
+    timeout: float | None = None,
+    progress: WaitProgress | None = None,
 ) -> None:
     """Subscribe, call ``on_next`` for each item on its thread, and block until the end."""
     finished = threading.Event()
@@ -511,18 +541,32 @@ def for_each(
 
     subscription = source.subscribe(guarded, on_error, finished.set)
     try:
-        _wait(finished, timeout=timeout)
+        _wait(finished, timeout=timeout, progress=progress)
     finally:
         subscription.dispose()
     if failure:
         raise failure[0]
 
 
-def _wait(finished: threading.Event, *, timeout: float | None) -> None:
+def _wait(
+    finished: threading.Event, *, timeout: float | None, progress: WaitProgress | None = None
+) -> None:
     """Block until ``finished`` is set; raise ``WaitTimeout`` after ``timeout`` seconds."""
+    try:
+        _wait_in_steps(finished, timeout, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _wait_in_steps(
+    finished: threading.Event, timeout: float | None, progress: WaitProgress | None
+) -> None:
     # Waiting in short steps lets Ctrl-C reach the main thread promptly.
     deadline = None if timeout is None else time.monotonic() + timeout
     while not finished.wait(0.2):
+        if progress is not None:
+            progress.tick()
         if timeout is not None and deadline is not None and time.monotonic() > deadline:
             raise errors.WaitTimeout(
                 f"no result within {timeout:g} s", job_id=None, timeout=timeout
@@ -532,13 +576,28 @@ def _wait(finished: threading.Event, *, timeout: float | None) -> None:
 @contextmanager
 def _endpoint(arguments: argparse.Namespace) -> Iterator[Endpoint]:
     from .endpoint import Endpoint
+    from .http import DEFAULT_TIMEOUT
 
+    attempt_log = AttemptLog()
+    arguments.attempt_log = attempt_log
+    request_timeout: float | None = arguments.request_timeout
     try:
-        endpoint = Endpoint(arguments.endpoint, base_url=arguments.base_url)
+        endpoint = Endpoint(
+            arguments.endpoint,
+            base_url=arguments.base_url,
+            timeout=DEFAULT_TIMEOUT
+            if request_timeout is None
+            else (request_timeout, request_timeout),
+            retry=CountingRetryPolicy(log=attempt_log),
+        )
     except ValueError as error:
         raise CommandError(str(error), EXIT_USAGE) from error
     with endpoint:
         yield endpoint
+
+
+def _progress(arguments: argparse.Namespace, request: str) -> WaitProgress:
+    return WaitProgress(request, getattr(arguments, "attempt_log", None))
 
 
 def _output_for(arguments: argparse.Namespace, view_stream: TextIO | None = None) -> Output:
@@ -557,7 +616,7 @@ def _submit(endpoint: Endpoint, payload: Any, arguments: argparse.Namespace) -> 
 
     subscription = endpoint.run(payload).subscribe(jobs.append, on_error, finished.set)
     try:
-        _wait(finished, timeout=None)
+        _wait(finished, timeout=None, progress=_progress(arguments, "POST /run"))
     except KeyboardInterrupt:
         # The POST may already have created a job: wait a little for its id, so
         # that the job can be cancelled instead of left running.
@@ -626,11 +685,11 @@ def _interrupted(endpoint: Endpoint, job_id: str, arguments: argparse.Namespace)
 def _run_sync(
     endpoint: Endpoint, payload: Any, arguments: argparse.Namespace, output: Output
 ) -> int:
-    output.view.show(["waiting for /runsync ..."])
     timeout: float | None = arguments.timeout
+    progress = _progress(arguments, "POST /runsync")
     try:
         if timeout is None:
-            result = wait_for(endpoint.run_sync(payload), timeout=None)
+            result = wait_for(endpoint.run_sync(payload), timeout=None, progress=progress)
         else:
             # The server holds /runsync for ``wait`` seconds (at least 1 s) and
             # then returns the job id. Asking for a wait one second shorter than
@@ -639,7 +698,11 @@ def _run_sync(
 
             timeout = max(timeout, SYNC_MIN_TIMEOUT)
             wait = min(timeout - 1.0, DEFAULT_RUNSYNC_WAIT)
-            result = wait_for(endpoint.run_sync(payload, timeout=timeout, wait=wait), timeout=None)
+            result = wait_for(
+                endpoint.run_sync(payload, timeout=timeout, wait=wait),
+                timeout=None,
+                progress=progress,
+            )
     except errors.WaitTimeout as error:
         if error.job_id is None:
             raise errors.WaitTimeout(
@@ -658,8 +721,6 @@ def _run_sync(
             "interrupted during /runsync; the job, if the server created one, may still be "
             f"running: check the queue with 'rxrunpod health {endpoint.id}'"
         ) from None
-    finally:
-        output.view.show([])
     if output.json:
         output.event("output", output=result)
     else:

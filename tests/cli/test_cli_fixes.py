@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,4 +212,87 @@ def test_health_count_without_watch_exits_2(
     assert captured.out == ""
     assert "--count needs --watch" in captured.err
     assert mock_worker.stats.requests.get("health", 0) == 0
+
+
+# --- request timeouts and progress ------------------------------------------------------------
+
+
+def test_request_timeout_bounds_silent_server(
+    mock_worker: LocalEndpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mock_worker.faults.add("slow", routes="status", delay=30)
+    started = time.monotonic()
+
+    code = cli("status", "ep", "some-job", "--base-url", mock_worker.base_url,
+               "--request-timeout", "0.3")  # fmt: skip
+
+    elapsed = time.monotonic() - started
+    message = capsys.readouterr().err
+    assert code == 3
+    assert elapsed < 10
+    assert "read timeout of 0.3 s" in message
+    assert "after 5 attempts" in message
+    assert mock_worker.stats.requests.get("status", 0) == 5
+
+
+def test_request_timeout_rejects_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli("status", "ep", "some-job", "--request-timeout", "0")
+
+    message = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert "--request-timeout" in message
+    assert "expected a positive number of seconds" in message
+
+
+def read_terminal(descriptor: int, child: subprocess.Popen[bytes], limit: float) -> str:
+    """Read what a child writes to a terminal until it exits or ``limit`` seconds pass."""
+    received = bytearray()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([descriptor], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(descriptor, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            received.extend(chunk)
+        elif child.poll() is not None:
+            break
+    return received.decode(errors="replace")
+
+
+def test_long_wait_shows_progress_on_terminal(mock_worker: LocalEndpoint) -> None:
+    mock_worker.faults.add("slow", routes="health", delay=2.5)
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "rxrunpod", "health", "ep", "--base-url",
+               mock_worker.base_url]  # fmt: skip
+    try:
+        with subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env={**child_environment(), "TERM": "xterm"},
+        ) as child:
+            os.close(terminal)
+            terminal = -1
+            screen = read_terminal(controller, child, limit=30)
+            output, _ = child.communicate(timeout=30)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+
+    assert child.returncode == 0
+    assert "waiting for GET /health" in screen
+    assert output.decode().startswith("jobs     in queue")
+
+
+def test_piped_wait_shows_no_progress(mock_worker: LocalEndpoint) -> None:
+    mock_worker.faults.add("slow", routes="health", delay=1.5)
+
+    result = rxrunpod_child("health", "ep", "--base-url", mock_worker.base_url)
+
+    assert result.returncode == 0
+    assert result.stderr == ""
 
