@@ -17,7 +17,7 @@ from .job import Job, RequestPoll, job_error, parse_document
 from .models import Health, JobState, JobStatus, PurgeResult
 from .observable import RunPodObservable
 from .polling import Emit, Poll, PollLoop, PollPolicy
-from .scheduling import IoScheduler, default_io_scheduler
+from .scheduling import IoScheduler, default_io_scheduler, default_timer_scheduler
 
 if TYPE_CHECKING:
     from .openai import OpenAIRoutes
@@ -47,8 +47,11 @@ class Endpoint:
     default is the process-wide I/O pool (``io_scheduler``), whose delays wait
     on one shared timer thread (``timer_scheduler``). Pass a
     ``reactivex.testing.TestScheduler`` to drive polling in virtual time.
-    ``poll`` sets the polling intervals, ``timeout`` the (connect, read)
-    timeouts in seconds, ``retry`` the retries of transient failures.
+    ``io_threads`` gives this endpoint an I/O pool of its own with that many
+    threads instead of the shared one (whose size ``RXRUNPOD_IO_THREADS``
+    sets, default 12). ``poll`` sets the polling intervals, ``timeout`` the
+    (connect, read) timeouts in seconds, ``retry`` the retries of transient
+    failures.
     """
 
     def __init__(
@@ -62,10 +65,9 @@ class Endpoint:
         poll: PollPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
+        io_threads: int | None = None,
     ) -> None:
-        self.scheduler: abc.SchedulerBase = (
-            scheduler if scheduler is not None else default_io_scheduler()
-        )
+        self.scheduler: abc.SchedulerBase = _choose_scheduler(scheduler, io_threads)
         pool_size = (
             self.scheduler.max_workers
             if isinstance(self.scheduler, IoScheduler)
@@ -291,6 +293,22 @@ class Endpoint:
                 return
             job = Job(self, document["id"], submitted=True)
             job._cancel_once("its submission returned after the subscription was disposed")
+
+
+def _choose_scheduler(
+    scheduler: abc.SchedulerBase | None, io_threads: int | None
+) -> abc.SchedulerBase:
+    if io_threads is None:
+        return scheduler if scheduler is not None else default_io_scheduler()
+    if isinstance(io_threads, bool) or not isinstance(io_threads, int):
+        raise TypeError(
+            f"io_threads must be an int or None, got {type(io_threads).__name__} {io_threads!r}"
+        )
+    if io_threads < 1:
+        raise ValueError(f"io_threads must be at least 1, got {io_threads}")
+    if scheduler is not None:
+        raise ValueError("pass either scheduler= or io_threads=, not both")
+    return IoScheduler(io_threads, timer=default_timer_scheduler())
 
 
 def request_body(

@@ -62,7 +62,7 @@ DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_TIMEOUT = (5.0, 30.0)
 """Connect and read timeouts in seconds for every request."""
 
-DEFAULT_POOL_SIZE = 32
+DEFAULT_POOL_SIZE = 12
 """Connections kept per host; matches the default I/O pool size of ``rxrunpod.scheduling``."""
 
 BODY_START_LENGTH = 200
@@ -435,6 +435,7 @@ class HttpClient:
         )
         if failure is None and not short:
             return bytes(received)
+        received = bytearray(self._redact(bytes(received)))
         cause = type(failure).__name__ if failure else f"{declared} bytes were declared"
         raise MalformedResponse(
             f"{method} {self._log_path(path)} returned {response.status_code} but the body "
@@ -453,6 +454,7 @@ class HttpClient:
         try:
             return jsonlib.loads(content)
         except ValueError as error:
+            content = self._redact(content)
             raise MalformedResponse(
                 f"{method} {self._log_path(path)} returned {status} with a body that is not "
                 f"valid JSON "
@@ -471,6 +473,7 @@ class HttpClient:
         path: str,
         job_id: str | None,
     ) -> APIError:
+        content = self._redact(content)
         server_message = _server_message(content)
         request = f"{method} {self._log_path(path)}"
         status_line = f"{status} {response.reason or ''}".strip()
@@ -616,6 +619,15 @@ class HttpClient:
 
     def _log_path(self, path: str) -> str:
         return f"/{self.endpoint_id}/{path.lstrip('/')}"
+
+    def _redact(self, content: bytes) -> bytes:
+        """Blank the API key out of a response body that becomes part of an error.
+
+        The error page of a proxy or server may echo the request headers back.
+        """
+        for form in self._key_forms():
+            content = content.replace(form.encode(), b"<api key>")
+        return content
 
 
 def _pooled_session(pool_size: int) -> requests.Session:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -35,18 +36,25 @@ from reactivex.scheduler.scheduler import Scheduler
 
 __all__ = [
     "DEFAULT_IO_WORKERS",
+    "IO_THREADS_VARIABLE",
     "IoScheduler",
     "TimerScheduler",
     "default_io_scheduler",
     "default_timer_scheduler",
+    "io_threads_from_environment",
 ]
 
 log = logging.getLogger("rxrunpod.scheduling")
 
 _TState = TypeVar("_TState")
 
-DEFAULT_IO_WORKERS = 32
-"""Threads of the shared I/O pool, which bounds the HTTP requests in flight at once."""
+DEFAULT_IO_WORKERS = 12
+"""Threads of the shared I/O pool, which bounds the HTTP requests in flight at once.
+
+The environment variable ``RXRUNPOD_IO_THREADS`` overrides it for the process.
+"""
+
+IO_THREADS_VARIABLE = "RXRUNPOD_IO_THREADS"
 
 DEFAULT_IDLE_TIMEOUT = 2.0
 """Seconds an idle pool or timer thread waits for work before it exits."""
@@ -202,18 +210,36 @@ class TimerScheduler(Scheduler):
 
 
 class _WorkerPool:
-    """A thread pool whose threads exit after ``idle_timeout`` seconds without work."""
+    """A thread pool whose threads exit after ``idle_timeout`` seconds without work.
 
-    def __init__(self, max_workers: int, idle_timeout: float, name: str) -> None:
+    Only the first thread is started on the thread that submits work. Starting a
+    thread blocks its starter until the new thread runs, which would stall an
+    asyncio loop that subscribes to hundreds of jobs at once. So each new thread
+    starts the next one while work is still waiting, and when every thread is
+    busy ``hand_off`` runs the start elsewhere (on the timer thread).
+    """
+
+    def __init__(
+        self,
+        max_workers: int,
+        idle_timeout: float,
+        name: str,
+        hand_off: Callable[[Callable[[], None]], None],
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self.max_workers = max_workers
         self._idle_timeout = idle_timeout
         self._name = name
+        self._hand_off = hand_off
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = 0
         self._idle = 0
+        self._starting = 0
+        self._hand_off_pending = False
         self._started = itertools.count(1)
 
     @property
@@ -225,14 +251,57 @@ class _WorkerPool:
     def submit(self, work: Callable[[], None]) -> None:
         self._queue.put(work)
         with self._lock:
-            # Each idle thread takes one queued item; start a thread for the rest.
-            if self._queue.qsize() <= self._idle or self._workers >= self.max_workers:
+            if not self._short_of_threads():
                 return
-            self._workers += 1
-            name = f"{self._name}-{next(self._started)}"
-        threading.Thread(target=self._work, name=name, daemon=True).start()
+            if self._workers > 0:
+                # Some thread will start more; make sure one is free to do it.
+                hand_off = not self._hand_off_pending
+                self._hand_off_pending = True
+                name = None
+            else:
+                hand_off = False
+                name = self._reserve_thread()
+        if name is not None:
+            self._start(name)
+        elif hand_off:
+            self._hand_off(self._grow_from_hand_off)
+
+    def _short_of_threads(self) -> bool:
+        """Tell whether queued work outnumbers the threads free to take it; lock held."""
+        waiting = self._queue.qsize() - self._idle - self._starting
+        return waiting > 0 and self._workers < self.max_workers
+
+    def _reserve_thread(self) -> str:
+        """Count a thread about to start and return its name; lock held."""
+        self._workers += 1
+        self._starting += 1
+        return f"{self._name}-{next(self._started)}"
+
+    def _start(self, name: str) -> None:
+        try:
+            threading.Thread(target=self._work, name=name, daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._workers -= 1
+                self._starting -= 1
+            raise
+
+    def _grow_from_hand_off(self) -> None:
+        with self._lock:
+            self._hand_off_pending = False
+        self._grow()
+
+    def _grow(self) -> None:
+        """Start one more thread when work is waiting; that thread repeats the check."""
+        with self._lock:
+            name = self._reserve_thread() if self._short_of_threads() else None
+        if name is not None:
+            self._start(name)
 
     def _work(self) -> None:
+        with self._lock:
+            self._starting -= 1
+        self._grow()
         while True:
             with self._lock:
                 self._idle += 1
@@ -268,8 +337,11 @@ class IoScheduler(Scheduler):
         name: str = "rxrunpod-io",
     ) -> None:
         super().__init__()
-        self._pool = _WorkerPool(max_workers, idle_timeout, name)
         self.timer = timer if timer is not None else default_timer_scheduler()
+        self._pool = _WorkerPool(max_workers, idle_timeout, name, self._on_timer_thread)
+
+    def _on_timer_thread(self, start: Callable[[], None]) -> None:
+        self.timer.schedule(lambda _scheduler, _state: start())
 
     @property
     def max_workers(self) -> int:
@@ -333,10 +405,34 @@ def default_timer_scheduler() -> TimerScheduler:
 
 
 def default_io_scheduler() -> IoScheduler:
-    """Return the process-wide I/O scheduler of ``DEFAULT_IO_WORKERS`` threads."""
+    """Return the process-wide I/O scheduler, created on first use.
+
+    It has ``RXRUNPOD_IO_THREADS`` threads when that variable is set, else
+    ``DEFAULT_IO_WORKERS``.
+    """
     global _default_io
     timer = default_timer_scheduler()
     with _defaults_lock:
         if _default_io is None:
-            _default_io = IoScheduler(DEFAULT_IO_WORKERS, timer=timer)
+            _default_io = IoScheduler(io_threads_from_environment(), timer=timer)
         return _default_io
+
+
+def io_threads_from_environment() -> int:
+    """Return the I/O pool size ``RXRUNPOD_IO_THREADS`` sets, or ``DEFAULT_IO_WORKERS``.
+
+    Raises ``ValueError`` naming the variable when it is not a positive integer.
+    """
+    text = os.environ.get(IO_THREADS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_IO_WORKERS
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(
+            f"{IO_THREADS_VARIABLE} must be a positive whole number of threads, got {text!r}; "
+            f"unset it to use the default of {DEFAULT_IO_WORKERS}"
+        )
+    return threads
