@@ -232,9 +232,14 @@ class SharedPollMember(abc.DisposableBase, Generic[T]):
         self._stopped = False
 
     def dispose(self) -> None:
-        """Leave the shared poll; the loop stops when no member is left."""
-        with self._lock:
-            self._stopped = True
+        """Leave the shared poll; the loop stops when no member is left.
+
+        Does not wait for a delivery in progress on another thread: that thread
+        may hold the lock while it waits for the GIL, and an asyncio loop that
+        disposes an awaited subscription would stall until it got it. A value
+        being delivered at this moment may still reach the observer.
+        """
+        self._stopped = True
         self._shared.remove(self)
 
     @property
