@@ -316,6 +316,8 @@ def parse_document(parse: Callable[[], Parsed], document: Any, method: str, path
     try:
         return parse()
     except ValueError as error:
+        # NOTE: a 2xx document that echoes the API key shows it here; only error answers
+        # and unparsable bodies are scrubbed (HttpClient._redact).
         start = json.dumps(document, default=str)[:200]
         raise MalformedResponse(
             f"{method} {path} returned a JSON document of the wrong shape: {error}; "
