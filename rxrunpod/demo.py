@@ -37,7 +37,7 @@ from reactivex import operators as ops
 from ._display import LiveView
 from .endpoint import Endpoint
 from .job import Job
-from .models import Health, JobStatus
+from .models import Health, JobState, JobStatus
 from .operators import JobUpdate, Summary, run_each_updates
 
 __all__ = ["DemoResult", "demo_payloads", "find_handlers", "run_demo"]
@@ -115,6 +115,8 @@ class DemoResult:
     max_in_queue: int
     health_snapshots: int
     wall_time: float
+    failures: dict[int, str] = field(default_factory=dict)
+    """Each failed job's error message (first line) and attempt count, by job index."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -141,6 +143,7 @@ class _Board:
         self.started = time.monotonic()
         self.summary = Summary()
         self.retried: set[int] = set()
+        self.failures: dict[int, str] = {}
 
     def on_update(self, update: JobUpdate) -> None:
         with self.lock:
@@ -150,6 +153,11 @@ class _Board:
                 self.retried.add(update.index)
             if update.final:
                 self.summary = self.summary.add(update.state)
+                if update.state.status is JobStatus.FAILED:
+                    attempts = update.attempt + 1
+                    self.failures[update.index] = (
+                        f"{_error_text(update.state)} (after {attempts} attempts)"
+                    )
         changed = previous is None or previous.state.raw_status != update.state.raw_status
         if changed or (previous is not None and previous.attempt != update.attempt):
             self.view.note(self._describe_update(update))
@@ -215,12 +223,21 @@ class _Board:
 
     @staticmethod
     def _describe_health(health: Health) -> str:
+        # The local endpoint's /health counts every failed attempt, the retried
+        # ones included, while the summary counts jobs; the wording keeps them apart.
         jobs, workers = health.jobs, health.workers
         return (
             f"queue {jobs.in_queue}  in progress {jobs.in_progress}  completed {jobs.completed}  "
-            f"failed {jobs.failed}  retried {jobs.retried} | workers running {workers.running}  "
-            f"idle {workers.idle}"
+            f"failed attempts {jobs.failed}  retried {jobs.retried} | "
+            f"workers running {workers.running}  idle {workers.idle}"
         )
+
+
+def _error_text(state: JobState) -> str:
+    detail = state.error_detail
+    if detail is None or not detail.message:
+        return "no error message was given"
+    return detail.message.splitlines()[0]
 
 
 def run_demo(
@@ -268,6 +285,7 @@ def run_demo(
         max_in_queue=board.max_in_queue,
         health_snapshots=board.health_snapshots,
         wall_time=time.monotonic() - board.started,
+        failures=dict(board.failures),
     )
     result.problems.extend(_check(result))
     _print_summary(result, view)
@@ -388,6 +406,8 @@ def _print_summary(result: DemoResult, view: LiveView) -> None:
         f"  jobs        {result.jobs} submitted: {summary.completed} completed, "
         f"{summary.failed} failed, {summary.cancelled} cancelled, {summary.timed_out} timed out"
     )
+    for index, error in sorted(result.failures.items()):
+        view.print(f"  failed      job {index}: {error}")
     if summary.p50 is not None and summary.p95 is not None:
         view.print(
             f"  latency     p50 {summary.p50:.2f} s, p95 {summary.p95:.2f} s "

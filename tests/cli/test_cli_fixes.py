@@ -6,6 +6,7 @@ local endpoint over HTTP and checks what the user and the server see.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -24,6 +25,7 @@ import pytest
 from rxrunpod import Endpoint, JobStatus
 from rxrunpod._commands import run_command
 from rxrunpod.cli import build_parser
+from rxrunpod.demo import run_demo
 from rxrunpod.local import LocalEndpoint
 from tests.support.scripted_server import unused_port
 
@@ -296,3 +298,19 @@ def test_piped_wait_shows_no_progress(mock_worker: LocalEndpoint) -> None:
     assert result.returncode == 0
     assert result.stderr == ""
 
+
+# --- demo wording -----------------------------------------------------------------------------
+
+
+def test_demo_separates_failed_attempts_from_failed_jobs() -> None:
+    out = io.StringIO()
+
+    result = run_demo(out, jobs=8, interactive=False)
+
+    text = out.getvalue()
+    health_lines = [line for line in text.splitlines() if line.startswith("health ")]
+    assert result.ok, text[-2000:]
+    assert health_lines
+    assert all("failed attempts" in line for line in health_lines)
+    assert "8 submitted: 6 completed, 1 failed, 1 cancelled, 0 timed out" in text
+    assert "Mock error: the input asked this job to fail" in text.split("\nsummary\n", 1)[1]
