@@ -23,7 +23,7 @@ from ._server import LocalServer
 from ._webhooks import WebhookSender
 from ._workers import ThreadWorker, Worker, WorkerEvents, WorkerFactory
 
-__all__ = ["LocalEndpoint", "serve"]
+__all__ = ["LocalEndpoint", "bind_address", "serve"]
 
 logger = logging.getLogger("rxrunpod.local")
 
@@ -31,13 +31,30 @@ _START_TIMEOUT = 30.0
 _WORKER_JOIN_TIMEOUT = 5.0
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+BindAddress = tuple[socket.AddressFamily, tuple[Any, ...], bool]
+
+
+def bind_address(host: str, port: int) -> BindAddress:
+    """Resolve ``host`` to the family and socket address to bind, and whether it is loopback.
+
+    Prefers IPv4 unless ``host`` is an IPv6 literal. Raises ``OSError`` naming
+    the host when it does not resolve.
+    """
     try:
-        return ipaddress.ip_address(host).is_loopback
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise OSError(
+            f"cannot resolve host {host!r} ({error}); give an IP address such as 127.0.0.1 "
+            "or a name this machine resolves"
+        ) from None
+    if ":" not in host:
+        found.sort(key=lambda entry: entry[0] != socket.AF_INET)
+    family, _, _, _, address = found[0]
+    try:
+        loopback = ipaddress.ip_address(address[0]).is_loopback
     except ValueError:
-        return False
+        loopback = False
+    return family, address, loopback
 
 
 class LocalEndpoint:
@@ -213,14 +230,15 @@ class LocalEndpoint:
         """Start the server thread and wait until it accepts requests; return self."""
         if self._thread is not None:
             raise RuntimeError("the local endpoint is already running")
-        if not _is_loopback(self.host):
+        family, address, loopback = bind_address(self.host, self._requested_port)
+        if not loopback:
             warnings.warn(
                 f"the local endpoint binds {self.host}, which other machines can reach; it is a "
                 "development server without TLS, so prefer 127.0.0.1",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        sock = self._bind()
+        sock = self._bind(family, address)
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
@@ -272,12 +290,11 @@ class LocalEndpoint:
 
     # -- server thread ---------------------------------------------------
 
-    def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+    def _bind(self, family: socket.AddressFamily, address: tuple[Any, ...]) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._requested_port))
+            sock.bind(address)
             sock.listen(1024)
         except OSError:
             sock.close()

@@ -35,6 +35,12 @@ RUNSYNC_WAIT_MIN_MS = 1_000
 RUNSYNC_WAIT_MAX_MS = 300_000
 STREAM_WAIT_DEFAULT_MS = 10_000
 
+# RunPod's send-requests and endpoint-configurations docs: executionTimeout at least 5 s, ttl at
+# least 10 s, each at most 7 days. The local endpoint accepts shorter values, with a warning, so
+# tests can run into them quickly.
+POLICY_MAX_MS = 7 * 24 * 3600 * 1000
+RUNPOD_POLICY_MIN_MS = {"executionTimeout": 5_000, "ttl": 10_000}
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _FINAL = frozenset(
@@ -87,6 +93,8 @@ class LocalServer:
         self.faults = faults
         self.stats = stats
         self.webhooks = webhooks
+        # Policy fields already warned about being below RunPod's minimum; warned once each.
+        self._short_policy_warned: set[str] = set()
 
     def application(self) -> web.Application:
         """Build the application with every route under ``/v2/{endpoint_id}/``."""
@@ -213,7 +221,7 @@ class LocalServer:
             raise BadRequest(
                 400, f"/{route} body is missing the 'input' field, e.g. {{\"input\": {{...}}}}"
             )
-        policy = _parse_policy(document.get("policy"))
+        policy = _parse_policy(document.get("policy"), self._short_policy_warned)
         webhook = document.get("webhook")
         if webhook is not None and (
             not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
@@ -329,6 +337,18 @@ def _too_large(route: str, limit: int, size: int | None) -> str:
     )
 
 
+def _policy_milliseconds(field: str, value: Any) -> int:
+    """Return ``value`` as whole milliseconds, or raise ``BadRequest`` naming the allowed range."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not 1 <= value <= POLICY_MAX_MS:
+        raise BadRequest(
+            400,
+            f"'policy.{field}' must be a whole number of milliseconds from 1 to {POLICY_MAX_MS} "
+            f"(7 days), got {value!r:.40}",
+        )
+    return int(value)
+
+
 def _reject_constant(name: str) -> Any:
     # Python's json accepts NaN and Infinity, but JSON (RFC 8259) has no such words and strict
     # parsers reject them; an accepted NaN would come back in outputs and webhooks as invalid JSON.
@@ -348,7 +368,7 @@ def _wait_parameter(request: web.Request, default: int, low: int, high: int) -> 
     return min(max(value, low), high)
 
 
-def _parse_policy(policy: Any) -> JobPolicy:
+def _parse_policy(policy: Any, warned: set[str]) -> JobPolicy:
     if policy is None:
         return JobPolicy()
     if not isinstance(policy, dict):
@@ -358,12 +378,18 @@ def _parse_policy(policy: Any) -> JobPolicy:
         value = policy.get(field)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise BadRequest(
-                400,
-                f"'policy.{field}' must be a positive number of milliseconds, got {value!r:.40}",
+        milliseconds = _policy_milliseconds(field, value)
+        minimum = RUNPOD_POLICY_MIN_MS[field]
+        if milliseconds < minimum and field not in warned:
+            warned.add(field)
+            logger.warning(
+                "policy.%s %d ms is below RunPod's minimum of %d ms; the hosted service "
+                "rejects it with 400 (warned once)",
+                field,
+                milliseconds,
+                minimum,
             )
-        values[attribute] = value / 1000
+        values[attribute] = milliseconds / 1000
     low_priority = policy.get("lowPriority")
     if low_priority is not None and not isinstance(low_priority, bool):
         raise BadRequest(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,106 @@ def test_endpoint_rejects_port_out_of_range() -> None:
         ValueError, match=r"port must be from 0 to 65535 \(0 picks a free one\), got 99999"
     ):
         LocalEndpoint(echo, port=99999)
+
+
+# -- request and option checks ----------------------------------------------
+
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("field", ["executionTimeout", "ttl"])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("1e400", "inf"),
+        ("1e23", "1e+23"),
+        ("-5", "-5"),
+        ("0", "0"),
+        ("1.5", "1.5"),
+        (str(SEVEN_DAYS_MS + 1), str(SEVEN_DAYS_MS + 1)),
+        ("true", "True"),
+        ('"600"', "'600'"),
+    ],
+)
+def test_policy_out_of_range_is_400(
+    echo_endpoint: LocalEndpoint, http: requests.Session, field: str, raw: str, shown: str
+) -> None:
+    body = f'{{"input": 1, "policy": {{"{field}": {raw}}}}}'
+    response = http.post(f"{echo_endpoint.base_url}/ep/run", data=body)
+
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert f"'policy.{field}' must be a whole number of milliseconds" in message
+    assert f"from 1 to {SEVEN_DAYS_MS} (7 days)" in message
+    assert message.endswith(f"got {shown}")
+    assert echo_endpoint.stats.submissions == {}
+
+
+def test_policy_nan_is_400(echo_endpoint: LocalEndpoint, http: requests.Session) -> None:
+    body = '{"input": 1, "policy": {"executionTimeout": NaN}}'
+    response = http.post(f"{echo_endpoint.base_url}/ep/run", data=body)
+
+    assert response.status_code == 400
+    assert "NaN is not a JSON value" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "policy", [{"executionTimeout": 5000, "ttl": 10000}, {"executionTimeout": SEVEN_DAYS_MS}]
+)
+def test_policy_in_range_is_accepted(
+    echo_endpoint: LocalEndpoint, http: requests.Session, policy: dict[str, int]
+) -> None:
+    response = http.post(
+        f"{echo_endpoint.base_url}/ep/runsync", json={"input": 1, "policy": policy}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "COMPLETED"
+
+
+def test_policy_below_runpod_minimum_warns_once(
+    echo_endpoint: LocalEndpoint, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        body = {"input": 1, "policy": {"executionTimeout": 300, "ttl": 2000}}
+        response = http.post(f"{echo_endpoint.base_url}/ep/runsync", json=body)
+        assert response.json()["status"] == "COMPLETED"
+
+    warnings = [
+        record.getMessage() for record in caplog.records if record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 2
+    assert "policy.executionTimeout 300 ms is below RunPod's minimum of 5000 ms" in warnings[0]
+    assert "policy.ttl 2000 ms is below RunPod's minimum of 10000 ms" in warnings[1]
+
+
+def test_unresolvable_host_fails_without_warning() -> None:
+    endpoint = LocalEndpoint(echo, host="127.0.0.999")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match=r"cannot resolve host '127\.0\.0\.999'"):
+            endpoint.start()
+
+    assert [str(warning.message) for warning in caught] == []
+    assert not endpoint.running
+
+
+def test_serve_unresolvable_host_is_one_line() -> None:
+    finished = run_serve(
+        str(ROOT / "tests/local/handlers/runpod_style.py"), "--host", "127.0.0.999"
+    )
+
+    assert finished.returncode == 3
+    assert finished.stderr.count("\n") == 1
+    assert "cannot resolve host '127.0.0.999'" in finished.stderr
+    assert "other machines" not in finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False)],
+)
+def test_bind_address_tells_loopback(host: str, loopback: bool) -> None:
+    from rxrunpod.local._endpoint import bind_address
+
+    assert bind_address(host, 0)[2] is loopback
