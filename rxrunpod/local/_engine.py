@@ -64,7 +64,7 @@ class _WorkerSlot:
     listed: bool = False
     refresh: bool = False
     # True once a hung job should have got this worker abandoned but the limit was reached.
-    refused: bool = False
+    held_at_limit: bool = False
 
 
 class _LoopEvents:
@@ -301,7 +301,7 @@ class Engine:
         slot.capacity = capacity
         if not slot.jobs:
             slot.idle_since = now()
-            slot.refused = False
+            slot.held_at_limit = False
         if outcome.refresh_worker:
             slot.refresh = True
         if slot.refresh and not slot.jobs and slot.state == "ready":
@@ -319,7 +319,7 @@ class Engine:
             if slot is None:
                 return
             logger.info("abandoned worker %s ended: its handler returned", worker.id)
-            self._abandon_refused()
+            self._abandon_held()
         if reason is not None:
             logger.error("worker %s exited: %s", worker.id, reason)
         else:
@@ -455,8 +455,8 @@ class Engine:
         if self._closed or self._slots.get(slot.worker) is not slot or key not in slot.jobs:
             return
         if len(self._abandoned) >= self.settings.max_abandoned_threads:
-            if not slot.refused:
-                slot.refused = True
+            if not slot.held_at_limit:
+                slot.held_at_limit = True
                 logger.error(
                     "worker %s still runs job %s %.1f s after it was cancelled or timed out, "
                     "and %d abandoned worker threads still run, so it is not replaced and the "
@@ -486,12 +486,12 @@ class Engine:
             self._spawn()
         self._dispatch()
 
-    def _abandon_refused(self) -> None:
+    def _abandon_held(self) -> None:
         """Abandon one hung worker that was kept at the limit, now that a thread ended."""
         if self._closed or len(self._abandoned) >= self.settings.max_abandoned_threads:
             return
         for slot in self._slots.values():
-            if slot.refused and slot.jobs:
+            if slot.held_at_limit and slot.jobs:
                 logger.warning(
                     "worker %s still runs a cancelled or timed-out job; abandoning its thread "
                     "now that another abandoned thread ended, and starting a replacement",

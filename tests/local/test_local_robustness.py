@@ -220,9 +220,9 @@ def test_abandoned_threads_are_bounded(
     assert workers["unhealthy"] == 1
     assert workers["running"] == 1
     assert document["output"] == {"done": True}
-    refusals = [record for record in caplog.records if record.levelno == logging.ERROR]
-    assert len(refusals) == 1
-    assert "--isolation process" in refusals[0].getMessage()
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "--isolation process" in errors[0].getMessage()
 
 
 # -- rxrunpod serve start-up errors -----------------------------------------
@@ -389,7 +389,7 @@ def test_serve_unresolvable_host_is_one_line() -> None:
     ("host", "loopback"),
     [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False)],
 )
-def test_bind_address_tells_loopback(host: str, loopback: bool) -> None:
+def test_bind_address_detects_loopback(host: str, loopback: bool) -> None:
     from rxrunpod.local._endpoint import bind_address
 
     assert bind_address(host, 0)[2] is loopback
