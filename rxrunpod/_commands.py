@@ -348,17 +348,16 @@ def command_run(arguments: argparse.Namespace) -> int:
             return _run_sync(endpoint, payload, arguments, output)
 
         job = _submit(endpoint, payload, arguments)
-        logger.info("submitted job %s", job.id)
-        if output.json:
-            output.event("submitted", id=job.id)
-        else:
-            output.view.print(f"submitted job {job.id}")
-
         # The watches do not cancel on dispose, because a cancel sent in the
         # background is lost when the process exits. After --timeout or
-        # Ctrl-C this command cancels the job itself and waits for the answer.
+        # Ctrl-C this command cancels the job itself and waits for the response.
         deadline = None if arguments.timeout is None else time.monotonic() + arguments.timeout
         try:
+            logger.info("submitted job %s", job.id)
+            if output.json:
+                output.event("submitted", id=job.id)
+            else:
+                output.view.print(f"submitted job {job.id}")
             if arguments.stream:
                 stream = job.stream(cancel_on_dispose=False)
                 _print_stream(stream, output, _remaining(deadline))
@@ -691,8 +690,8 @@ def _run_sync(
         if timeout is None:
             result = wait_for(endpoint.run_sync(payload), timeout=None, progress=progress)
         else:
-            # The server holds /runsync for ``wait`` seconds (at least 1 s) and
-            # then returns the job id. Asking for a wait one second shorter than
+            # The server keeps /runsync open for ``wait`` seconds (at least 1 s)
+            # and then returns the job id. Asking for a wait one second shorter than
             # the timeout lets the timeout name the job and cancel it.
             from .endpoint import DEFAULT_RUNSYNC_WAIT
 
@@ -715,8 +714,8 @@ def _run_sync(
         raise _timed_out(endpoint, error.job_id, arguments, error.timeout) from None
     except KeyboardInterrupt:
         # NOTE: /runsync returns the job id only when the job ends or its wait
-        # passes, so here the id may be unknown; the library then cancels the
-        # job in the background when the id arrives, which exit can cut short.
+        # passes, so here the id may be unknown. The library then cancels the
+        # job in the background once the id arrives, and exiting can cut that short.
         raise Interrupted(
             "interrupted during /runsync; the job, if the server created one, may still be "
             f"running: check the queue with 'rxrunpod health {endpoint.id}'"

@@ -1,7 +1,7 @@
 """Request attempts and waiting progress of the ``rxrunpod`` client commands.
 
 ``CountingRetryPolicy`` is the endpoint's ``RetryPolicy`` with an
-``AttemptLog`` attached, so a command can say how many attempts a request
+``AttemptLog`` attached, so a command can report how many attempts a request
 made before its error was raised. ``WaitProgress`` shows, on a terminal's
 stderr only, how long a request has been waiting.
 """
@@ -72,7 +72,7 @@ class CountingRetryPolicy(RetryPolicy):
 
 
 class WaitProgress:
-    """A line on stderr that says what a command waits for and for how long.
+    """A line on stderr that shows what a command waits for and for how long.
 
     It is drawn only on a terminal and only after ``PROGRESS_AFTER_SECONDS``,
     so piped output and quick requests stay as they were.
@@ -84,7 +84,7 @@ class WaitProgress:
         self._view = LiveView(stream or sys.stderr)
         self._started = time.monotonic()
         self._failures_before = log.failures if log is not None else 0
-        self._shown = False
+        self._drawn = False
 
     def tick(self) -> None:
         """Redraw the line; call it every fraction of a second while waiting."""
@@ -98,10 +98,10 @@ class WaitProgress:
         if failed:
             text += f", {failed} failed {'attempt' if failed == 1 else 'attempts'} so far"
         self._view.show([text])
-        self._shown = True
+        self._drawn = True
 
     def close(self) -> None:
         """Erase the line."""
-        if self._shown:
+        if self._drawn:
             self._view.show([])
-            self._shown = False
+            self._drawn = False
