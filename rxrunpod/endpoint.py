@@ -12,11 +12,18 @@ import requests
 from reactivex import abc
 
 from .errors import APIError, AuthenticationError, InvalidRequest, NotFoundError, WaitTimeout
-from .http import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, HttpClient, RetryPolicy, encode_json
+from .http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
+    HttpClient,
+    RetryPolicy,
+    encode_json,
+)
 from .job import Job, RequestPoll, job_error, parse_document
 from .models import Health, JobState, JobStatus, PurgeResult
 from .observable import RunPodObservable
-from .polling import Emit, Poll, PollLoop, PollPolicy
+from .polling import Emit, Poll, PollLoop, PollPolicy, check_seconds
 from .scheduling import IoScheduler, default_io_scheduler, default_timer_scheduler
 
 if TYPE_CHECKING:
@@ -51,7 +58,8 @@ class Endpoint:
     threads instead of the shared one (whose size ``RXRUNPOD_IO_THREADS``
     sets, default 12). ``poll`` sets the polling intervals, ``timeout`` the
     (connect, read) timeouts in seconds, ``retry`` the retries of transient
-    failures.
+    failures, ``max_response_size`` the bytes one response body may have
+    (default 64 MiB).
     """
 
     def __init__(
@@ -66,7 +74,10 @@ class Endpoint:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         io_threads: int | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
+        if poll is not None and not isinstance(poll, PollPolicy):
+            raise TypeError(f"poll must be a PollPolicy or None, got {type(poll).__name__}")
         self.scheduler: abc.SchedulerBase = _choose_scheduler(scheduler, io_threads)
         pool_size = (
             self.scheduler.max_workers
@@ -81,6 +92,7 @@ class Endpoint:
             timeout=timeout,
             retry=retry,
             pool_size=pool_size,
+            max_response_size=max_response_size,
         )
         self.poll = poll if poll is not None else PollPolicy()
         self._openai: OpenAIRoutes | None = None
@@ -206,12 +218,8 @@ class Endpoint:
         ``JobFailed``, ``JobCancelled`` and ``JobTimedOut``. Disposing before the
         end cancels the job when ``cancel_on_dispose`` is True.
         """
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, got {timeout!r}"
-            )
-        if wait is not None and not wait >= 0:
-            raise ValueError(f"wait must be a non-negative number of seconds or None, got {wait!r}")
+        check_seconds(timeout, "timeout")
+        check_seconds(wait, "wait", allow_zero=True)
         body = encode_json(
             request_body(payload, webhook=webhook, policy=policy, s3_config=s3_config)
         )
@@ -237,8 +245,7 @@ class Endpoint:
         With ``every``, a failed request is logged and the next period tries
         again; only permanent errors (401/403, 404, 400) end the stream.
         """
-        if every is not None and not every > 0:
-            raise ValueError(f"every must be a positive number of seconds or None, got {every!r}")
+        check_seconds(every, "every")
         chosen = scheduler or self.scheduler
         return self._loop_observable(lambda: _HealthPoll(self, every, chosen), chosen)
 
@@ -323,6 +330,14 @@ def request_body(
     A mapping with an ``input`` key is sent as is, even when ``input`` is empty
     or falsy; anything else becomes ``{"input": payload}``.
     """
+    if webhook is not None and not isinstance(webhook, str):
+        raise TypeError(f"webhook must be a URL string or None, got {type(webhook).__name__}")
+    for name, value in (("policy", policy), ("s3_config", s3_config)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name} must be a mapping such as a dict or None, got "
+                f"{type(value).__name__} {value!r:.60}"
+            )
     if isinstance(payload, Mapping) and "input" in payload:
         body = dict(payload)
     else:

@@ -68,7 +68,8 @@ class APIError(RunPodError):
 
     ``method`` and ``path`` name the request (the path below the base URL, no
     query string); ``status_code`` is None when no response arrived;
-    ``server_message`` is the ``error`` text of the response, if any.
+    ``server_message`` is the ``error`` text of the response, if any;
+    ``attempts`` is how often the request was sent before this error ended it.
     """
 
     def __init__(
@@ -81,9 +82,11 @@ class APIError(RunPodError):
         server_message: str | None = None,
         endpoint_id: str | None = None,
         job_id: str | None = None,
+        attempts: int = 1,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.attempts = attempts
         self.method = method
         self.path = path
         self.status_code = status_code

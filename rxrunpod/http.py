@@ -48,11 +48,13 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_SIZE",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_TIMEOUT",
     "HttpClient",
     "RetryPolicy",
     "encode_json",
+    "gave_up",
     "request_not_sent",
 ]
 
@@ -64,6 +66,14 @@ DEFAULT_TIMEOUT = (5.0, 30.0)
 
 DEFAULT_POOL_SIZE = 12
 """Connections kept per host; matches the default I/O pool size of ``rxrunpod.scheduling``."""
+
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+"""Bytes of one response body read at most before the request fails (64 MiB).
+
+RunPod documents a maximum payload of 20 MB for ``/runsync``
+(docs.runpod.io, "Operation reference"); the default leaves room above it for
+JSON escaping while keeping a runaway body from exhausting memory.
+"""
 
 BODY_START_LENGTH = 200
 """How many characters of a bad response's body an error message shows."""
@@ -95,6 +105,18 @@ class RetryPolicy:
     random: Callable[[], float] = field(default=random.random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(
+                f"RetryPolicy.max_attempts must be an int, got "
+                f"{type(self.max_attempts).__name__} {self.max_attempts!r:.40}"
+            )
+        for name in ("base_delay", "max_delay", "max_retry_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(
+                    f"RetryPolicy.{name} must be a number of seconds, got "
+                    f"{type(value).__name__} {value!r:.40}"
+                )
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
@@ -116,6 +138,19 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def gave_up(error: APIError, attempts: int) -> APIError:
+    """Record on ``error`` that the request was sent ``attempts`` times; return ``error``.
+
+    With more than one attempt the message says so, because a final read
+    timeout after five attempts took five times the read timeout.
+    """
+    error.attempts = attempts
+    if attempts > 1 and "Gave up after" not in error.message:
+        error.message = f"{error.message} Gave up after {attempts} attempts."
+        error.args = (error.message, *error.args[1:])
+    return error
 
 
 def is_transient(error: Exception, *, retry_safe: bool) -> bool:
@@ -188,7 +223,9 @@ class HttpClient:
     as unset (no ``Authorization`` header). A ``session``
     passed in is used as is and never closed by ``close()``; otherwise the
     client owns a session whose connection pool keeps ``pool_size``
-    connections per host, so polling reuses connections.
+    connections per host, so polling reuses connections. A response body
+    longer than ``max_response_size`` bytes ends the request with
+    ``MalformedResponse``.
     """
 
     def __init__(
@@ -201,6 +238,7 @@ class HttpClient:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint_id = _check_endpoint_id(endpoint_id)
@@ -217,7 +255,10 @@ class HttpClient:
             base_url or os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_BASE_URL
         )
         self.timeout = _check_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
         self.retry = retry if retry is not None else RetryPolicy()
+        self.max_response_size = _check_positive_int(max_response_size, "max_response_size")
         self._sleep = sleep
         self._owns_session = session is None
         self.session = session if session is not None else _pooled_session(pool_size)
@@ -276,6 +317,7 @@ class HttpClient:
             except APIError as error:
                 delay = self.retry.delay_before_retry(error, attempt, retry_safe=retry_safe)
                 if delay is None:
+                    gave_up(error, attempt)
                     raise
                 log.info(
                     "retrying %s %s in %.2f s after attempt %d: %s",
@@ -321,6 +363,13 @@ class HttpClient:
         )
         if response.status_code >= 400:
             raise self._error_for(response.status_code, response, content, method, path, job_id)
+        if not content.strip() and response.status_code != 204:
+            raise MalformedResponse(
+                f"{method} {self._log_path(path)} returned {response.status_code} with an empty "
+                f"body instead of a JSON document. Check that the base URL {self.base_url!r} "
+                "points at a RunPod API.",
+                **self._context(method, path, response.status_code, job_id),
+            )
         return self._decode(content, response.status_code, method, path, job_id)
 
     def open_stream(
@@ -347,6 +396,7 @@ class HttpClient:
             except APIError as error:
                 delay = self.retry.delay_before_retry(error, attempt, retry_safe=False)
                 if delay is None:
+                    gave_up(error, attempt)
                     raise
                 log.info(
                     "retrying %s %s in %.2f s after attempt %d: %s",
@@ -414,6 +464,7 @@ class HttpClient:
     def _read_body(
         self, response: requests.Response, method: str, path: str, job_id: str | None
     ) -> bytes:
+        self._check_declared_size(response, method, path, job_id)
         received = bytearray()
         # urllib3 would raise on a short body and drop the bytes that did
         # arrive; compare against Content-Length here instead, so the error
@@ -423,6 +474,8 @@ class HttpClient:
         try:
             for chunk in response.iter_content(chunk_size=65536):
                 received.extend(chunk)
+                if len(received) > self.max_response_size:
+                    raise self._too_large(response, method, path, job_id, f"over {len(received)}")
         except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
             failure = error
         declared = response.headers.get("Content-Length")
@@ -445,6 +498,29 @@ class HttpClient:
             body_truncated=True,
             **self._context(method, path, response.status_code, job_id),
         ) from failure
+
+    def _check_declared_size(
+        self, response: requests.Response, method: str, path: str, job_id: str | None
+    ) -> None:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_response_size:
+            raise self._too_large(response, method, path, job_id, declared)
+
+    def _too_large(
+        self,
+        response: requests.Response,
+        method: str,
+        path: str,
+        job_id: str | None,
+        size: str,
+    ) -> MalformedResponse:
+        response.close()
+        return MalformedResponse(
+            f"{method} {self._log_path(path)} returned {response.status_code} with a body of "
+            f"{size} bytes, more than the limit of {self.max_response_size} bytes. Raise "
+            "max_response_size= on Endpoint (or HttpClient) if such large results are expected.",
+            **self._context(method, path, response.status_code, job_id),
+        )
 
     def _decode(
         self, content: bytes, status: int, method: str, path: str, job_id: str | None
@@ -495,24 +571,42 @@ class HttpClient:
             )
             return RateLimited(
                 f"{request} returned {status_line}{detail}.{wait} Lower the request rate or the "
-                "concurrency, or raise RetryPolicy.max_attempts.",
+                f"concurrency, {self._retry_advice(retry_after)}",
                 retry_after=retry_after,
                 **context,
             )
         if status == 400:
+            advice = (
+                "Only FAILED or TIMED_OUT jobs can be retried; check the job's status first."
+                if path.startswith("retry/")
+                else "Check the payload and parameters."
+            )
             return InvalidRequest(
-                f"{request} was rejected as invalid ({status_line}){detail}. "
-                "Check the payload and parameters.",
+                f"{request} was rejected as invalid ({status_line}){detail}. {advice}",
                 **context,
             )
         if status >= 500:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            too_long = ""
+            if retry_after is not None and retry_after > self.retry.max_retry_after:
+                too_long = f" {self._retry_advice(retry_after)}"
             return ServerError(
                 f"{request} returned {status_line}{detail}. The endpoint failed to handle the "
-                "request; try again later.",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                f"request; try again later.{too_long}",
+                retry_after=retry_after,
                 **context,
             )
         return APIError(f"{request} returned {status_line}{detail}.", **context)
+
+    def _retry_advice(self, retry_after: float | None) -> str:
+        """Name the retry setting that would have let the request wait and succeed."""
+        limit = self.retry.max_retry_after
+        if retry_after is not None and retry_after > limit:
+            return (
+                f"or raise RetryPolicy.max_retry_after (now {limit:g} s) to at least "
+                f"{retry_after:g} s so the client waits as requested."
+            )
+        return "or raise RetryPolicy.max_attempts."
 
     def _not_found(
         self,
@@ -524,12 +618,14 @@ class HttpClient:
         context: dict[str, Any],
     ) -> APIError:
         if job_id is not None:
-            return JobNotFound(
-                f"{request} returned {status_line}{detail}. Job {job_id!r} is unknown to "
-                f"endpoint {self.endpoint_id!r}: it was never submitted there, its result expired, "
-                "or it was purged.",
-                **context,
+            # The server's own text usually explains already why the job is unknown.
+            reason = (
+                f"Check that job {job_id!r} belongs to endpoint {self.endpoint_id!r}."
+                if detail
+                else f"Job {job_id!r} is unknown to endpoint {self.endpoint_id!r}: it was never "
+                "submitted there, its result expired, or it was purged."
             )
+            return JobNotFound(f"{request} returned {status_line}{detail}. {reason}", **context)
         if path.split("/", 1)[0] in ENDPOINT_ROUTES:
             return EndpointNotFound(
                 f"{request} returned {status_line}{detail}. Endpoint {self.endpoint_id!r} "
@@ -553,7 +649,7 @@ class HttpClient:
         elif isinstance(error, requests.exceptions.ReadTimeout):
             limit = timeout if timeout is not None else self.timeout
             read = limit[1] if isinstance(limit, tuple) else limit
-            what = f"got no response from {host} within the read timeout of {read:g} s"
+            what = f"got no response from {host} within the read timeout of {read:g} s per attempt"
             advice = (
                 "The request may have reached the server; raise timeout= if the server is slow."
             )
@@ -676,6 +772,14 @@ def _check_api_key(api_key: object, source: str) -> str:
                 "RunPod API keys are printable ASCII, so check that the whole key was copied"
             )
     return api_key
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.40}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _check_base_url(base_url: str) -> str:

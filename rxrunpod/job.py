@@ -28,7 +28,15 @@ from .errors import (
 from .http import request_not_sent
 from .models import JobState, JobStatus, StreamBatch
 from .observable import RunPodObservable
-from .polling import Emit, Poll, PollLoop, PollPolicy, SharedPoll, SharedPollMember
+from .polling import (
+    Emit,
+    Poll,
+    PollLoop,
+    PollPolicy,
+    SharedPoll,
+    SharedPollMember,
+    check_seconds,
+)
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -140,7 +148,11 @@ class Job:
     def cancel(self, *, scheduler: abc.SchedulerBase | None = None) -> RunPodObservable[JobState]:
         """Ask the server to cancel the job; emit the ``JobState`` it returns."""
         return self._single(
-            "POST", f"cancel/{self._path_id}", self._to_state, scheduler, retry_safe=True
+            "POST",
+            f"cancel/{self._path_id}",
+            lambda document: self._to_state(document, "POST", "cancel"),
+            scheduler,
+            retry_safe=True,
         )
 
     def retry(self, *, scheduler: abc.SchedulerBase | None = None) -> RunPodObservable[JobState]:
@@ -150,7 +162,7 @@ class Job:
         """
 
         def requeued(document: Any) -> JobState:
-            state = self._to_state(document)
+            state = self._to_state(document, "POST", "retry")
             with self._lock:
                 self._final = state.is_final
                 self._cancel_sent = False
@@ -178,10 +190,7 @@ class Job:
         """
         cancel = self.submitted if cancel_on_dispose is None else cancel_on_dispose
         chosen = scheduler or self.endpoint.scheduler
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, got {timeout!r}"
-            )
+        check_seconds(timeout, "timeout")
 
         def subscribe(
             observer: abc.ObserverBase[Any], _: abc.SchedulerBase | None = None
@@ -239,13 +248,29 @@ class Job:
 
         return endpoint._loop_observable(make_poll, scheduler)
 
-    def _to_state(self, document: Any) -> JobState:
+    def _to_state(self, document: Any, method: str = "GET", route: str = "status") -> JobState:
+        """Parse a status document of this job; raise ``MalformedResponse`` for another job's."""
+        path = f"/{self.endpoint.id}/{route}/{self._path_id}"
         state = parse_document(
             lambda: JobState.from_json(document, job_id=self.id),
             document,
-            "GET",
-            f"/{self.endpoint.id}/status",
+            method,
+            path,
+            endpoint_id=self.endpoint.id,
+            job_id=self.id,
         )
+        if state.id != self.id:
+            raise MalformedResponse(
+                f"{method} {path} returned the status of job {state.id!r} instead of job "
+                f"{self.id!r}. Check that the base URL {self.endpoint.http.base_url!r} points at "
+                "a RunPod API and that no proxy or cache in between mixes up responses.",
+                body_start=json.dumps(document, default=str)[:200],
+                method=method,
+                path=path,
+                status_code=200,
+                endpoint_id=self.endpoint.id,
+                job_id=self.id,
+            )
         self._observe(state)
         return state
 
@@ -311,8 +336,19 @@ def job_error(state: JobState) -> JobError:
     raise ValueError(f"state {state.raw_status} of {where} is not a failure")
 
 
-def parse_document(parse: Callable[[], Parsed], document: Any, method: str, path: str) -> Parsed:
-    """Run a ``models`` parser; turn its ``ValueError`` into ``MalformedResponse``."""
+def parse_document(
+    parse: Callable[[], Parsed],
+    document: Any,
+    method: str,
+    path: str,
+    *,
+    endpoint_id: str | None = None,
+    job_id: str | None = None,
+) -> Parsed:
+    """Run a ``models`` parser; turn its ``ValueError`` into ``MalformedResponse``.
+
+    ``path`` is the full request path, job id included, as the message shows it.
+    """
     try:
         return parse()
     except ValueError as error:
@@ -326,6 +362,8 @@ def parse_document(parse: Callable[[], Parsed], document: Any, method: str, path
             method=method,
             path=path,
             status_code=200,
+            endpoint_id=endpoint_id,
+            job_id=job_id,
         ) from error
 
 
@@ -433,7 +471,12 @@ class _StreamPoll(Poll[Any]):
         job = self._job
         path = f"/{job.endpoint.id}/stream/{job._path_id}"
         batch: StreamBatch = parse_document(
-            lambda: StreamBatch.from_json(response), response, "GET", path
+            lambda: StreamBatch.from_json(response),
+            response,
+            "GET",
+            path,
+            endpoint_id=job.endpoint.id,
+            job_id=job.id,
         )
         for output in batch.outputs:
             emit(output)
@@ -474,8 +517,7 @@ class _StreamPoll(Poll[Any]):
         job = self._job
         raw = dict(batch.raw)
         raw.setdefault("id", job.id)
-        state = parse_document(lambda: JobState.from_json(raw, job_id=job.id), raw, "GET", "stream")
-        job._observe(state)
+        state = job._to_state(raw, "GET", "stream")
         if state.status is JobStatus.COMPLETED:
             return None
         if state.status is JobStatus.FAILED and not state.error:

@@ -24,14 +24,27 @@ from typing import Any, Generic, TypeVar
 from reactivex import abc
 
 from .errors import APIError
-from .http import RetryPolicy
+from .http import RetryPolicy, gave_up
 
-__all__ = ["Poll", "PollLoop", "PollPolicy", "SharedPoll", "SharedPollMember"]
+__all__ = ["Poll", "PollLoop", "PollPolicy", "SharedPoll", "SharedPollMember", "check_seconds"]
 
 log = logging.getLogger("rxrunpod.polling")
 
 T = TypeVar("T")
 Emit = Callable[[Any], None]
+
+
+def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is None or seconds."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be a number of seconds or None, got {type(value).__name__} {value!r:.40}"
+        )
+    if not (value >= 0 if allow_zero else value > 0):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} number of seconds or None, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,8 @@ class PollLoop(abc.DisposableBase):
         try:
             delay = self._poll.on_failure(error, self._failures, self._emit)
         except Exception as final_error:
+            if final_error is error:
+                gave_up(error, self._failures)
             self._fail(final_error)
             return
         if delay is not None:

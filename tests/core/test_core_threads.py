@@ -77,7 +77,10 @@ def test_thousands_of_pollers_use_bounded_threads(server: ScriptedServer, io: Io
 
 
 def test_dispose_leaves_no_request_behind(server: ScriptedServer, io: IoScheduler) -> None:
-    server.reply("GET", "/v2/ep/status/*", Reply(json={"id": "x", "status": "IN_QUEUE"}))
+    def status(request: RecordedRequest) -> Reply:
+        return Reply(json={"id": request.path.rsplit("/", 1)[1], "status": "IN_QUEUE"})
+
+    server.respond("GET", "/v2/ep/status/*", status)
     policy = PollPolicy(initial_interval=0.05, max_interval=0.05)
 
     with Endpoint("ep", base_url=server.base_url, scheduler=io, poll=policy) as endpoint:
