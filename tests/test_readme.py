@@ -76,3 +76,26 @@ def test_readme_cli_lines_run() -> None:
             )
             assert result.returncode == 0, f"{line}: {result.stderr}"
             assert "hi" in result.stdout
+
+
+def test_client_guide_blocks_run(tmp_path: Path) -> None:
+    """docs/client.md starts its own local endpoints, so its blocks run as one script."""
+    markdown = (ROOT / "docs" / "client.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", markdown, flags=re.MULTILINE | re.DOTALL)
+    script = tmp_path / "client_guide.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("RUNPOD_")}
+
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=environment,
+    )
+
+    assert len(blocks) >= 3
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
