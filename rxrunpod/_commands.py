@@ -273,7 +273,7 @@ def message_for(
     if isinstance(error, errors.JobFailed):
         command = f"rxrunpod status {endpoint_id} {error.job_id} --json"
         return f"{first_line}; run '{command}' for the full error"
-    if attempts is not None and attempts > 1:
+    if attempts is not None and attempts > 1 and "Gave up after" not in first_line:
         return f"{first_line} Gave up after {attempts} attempts."
     return first_line
 
