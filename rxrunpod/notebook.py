@@ -44,7 +44,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -142,7 +142,10 @@ def _default_sink() -> DisplaySink:
         from IPython.core.getipython import get_ipython
     except ImportError:
         return _NullSink()
-    if get_ipython() is None:  # type: ignore[no-untyped-call]
+    # IPython 8 leaves get_ipython unannotated and IPython 9 annotates it, so
+    # calling it through a typed name keeps mypy quiet on both.
+    current_shell: Callable[[], object] = get_ipython
+    if current_shell() is None:
         return _NullSink()
     return _IPythonSink()
 
