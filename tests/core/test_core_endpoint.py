@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import reactivex.operators as ops
+from reactivex import Observable
 
 from rxrunpod import (
     Endpoint,
     Health,
     Job,
     JobCancelled,
+    JobError,
     JobFailed,
     JobNotFound,
     JobState,
@@ -142,7 +145,10 @@ def test_updates_emits_each_distinct_state_then_completes(
     ],
 )
 def test_output_raises_typed_error_for_unsuccessful_end(
-    endpoint: Endpoint, server: ScriptedServer, document: dict[str, object], error_type: type
+    endpoint: Endpoint,
+    server: ScriptedServer,
+    document: dict[str, object],
+    error_type: type[JobError],
 ) -> None:
     server.json_reply("GET", STATUS, document)
 
@@ -281,7 +287,10 @@ def test_run_then_output_pipeline(endpoint: Endpoint, server: ScriptedServer) ->
     server.json_reply("POST", "/v2/ep/run", queued())
     server.json_reply("GET", STATUS, {"id": "j1", "status": "COMPLETED", "output": "ok"})
 
-    output = endpoint.run({"x": 1}).pipe(ops.flat_map(lambda job: job.output(timeout=10))).run()
+    def output_of(job: Job) -> Observable[Any]:
+        return job.output(timeout=10)
+
+    output = endpoint.run({"x": 1}).pipe(ops.flat_map(output_of)).run()
 
     assert output == "ok"
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import reactivex
 import reactivex.operators as ops
+from reactivex import Observable
 
-from rxrunpod import Endpoint, JobCancelled, JobFailed, JobStatus, WaitTimeout
+from rxrunpod import Endpoint, Job, JobCancelled, JobFailed, JobState, JobStatus, WaitTimeout
 from rxrunpod.local import serve
 from rxrunpod.polling import PollPolicy
 
@@ -30,6 +31,14 @@ def generator_handler(job: dict[str, Any]) -> Iterator[str]:
     for word in job["input"]["text"].split():
         time.sleep(0.01)
         yield word
+
+
+def updates_of(job: Job) -> Observable[JobState]:
+    return job.updates()
+
+
+def stream_of(job: Job) -> Observable[Any]:
+    return job.stream()
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +62,7 @@ def test_run_and_output_round_trip(local: Endpoint) -> None:
 
 def test_updates_end_with_completed(local: Endpoint) -> None:
     states = (
-        local.run({"text": "x", "sleep": 0.2})
-        .pipe(ops.flat_map(lambda job: job.updates()), ops.to_list())
-        .run()
+        local.run({"text": "x", "sleep": 0.2}).pipe(ops.flat_map(updates_of), ops.to_list()).run()
     )
 
     assert states[-1].status is JobStatus.COMPLETED
@@ -75,10 +82,11 @@ def test_run_sync_falls_back_to_polling(local: Endpoint) -> None:
 
 
 def test_handler_exception_arrives_as_job_failed(local: Endpoint) -> None:
+    def output_of(job: Job) -> Observable[Any]:
+        return job.output(timeout=30)
+
     with pytest.raises(JobFailed) as caught:
-        local.run({"fail": "this input"}).pipe(
-            ops.flat_map(lambda job: job.output(timeout=30))
-        ).run()
+        local.run({"fail": "this input"}).pipe(ops.flat_map(output_of)).run()
 
     assert caught.value.state.status is JobStatus.FAILED
     assert "refused this input" in str(caught.value)
@@ -121,11 +129,14 @@ def test_health_counts_jobs(local: Endpoint) -> None:
 
 
 def test_many_jobs_finish_concurrently(local: Endpoint) -> None:
+    def output_of(job: Job) -> Observable[Any]:
+        return job.output(timeout=60)
+
     outputs = (
         reactivex.from_iterable(range(100))
         .pipe(
             ops.flat_map(lambda n: local.run({"text": n})),
-            ops.flat_map(lambda job: job.output(timeout=60)),
+            ops.flat_map(output_of),
             ops.to_list(),
         )
         .run()
@@ -141,7 +152,7 @@ def test_stream_yields_generator_items_in_order() -> None:
     ):
         words = (
             endpoint.run({"text": "one two three four five"})
-            .pipe(ops.flat_map(lambda job: job.stream()), ops.to_list())
+            .pipe(ops.flat_map(stream_of), ops.to_list())
             .run()
         )
 

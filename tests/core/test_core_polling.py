@@ -26,9 +26,11 @@ from rxrunpod import (
 )
 from rxrunpod.http import RetryPolicy
 from rxrunpod.polling import PollPolicy
+from tests.support.recorded import error_of, notification_of, value_of
 from tests.support.scripted_server import RecordedRequest, Reply, ScriptedServer
 
 STATUS = "/v2/ep/status/j1"
+# ReactiveTest types ticks as int, so whole virtual seconds are written 1, not 1.0.
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
 
@@ -97,10 +99,10 @@ def test_updates_back_off_while_queued_then_reset(
 
     assert times == [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 21.0]
     assert observer.messages == [
-        on_next(1.0, state("IN_QUEUE")),
-        on_next(20.0, state("IN_PROGRESS")),
-        on_next(21.0, state("COMPLETED", output="x")),
-        on_completed(21.0),
+        on_next(1, state("IN_QUEUE")),
+        on_next(20, state("IN_PROGRESS")),
+        on_next(21, state("COMPLETED", output="x")),
+        on_completed(21),
     ]
 
 
@@ -128,7 +130,7 @@ def test_output_times_out_with_wait_timeout(
 
     [message] = observer.messages
     assert message.time == 11.0
-    error = message.value.exception
+    error = error_of(message)
     assert isinstance(error, WaitTimeout)
     assert isinstance(error, TimeoutError)
     assert error.job_id == "j1"
@@ -149,11 +151,11 @@ def test_unknown_status_polls_on_and_logs_once(
             lambda: ep.job("j1").updates(), created=0.5, subscribed=1.0, disposed=500
         )
 
-    first = observer.messages[0].value.value
+    first = value_of(observer.messages[0])
     assert first.status is JobStatus.UNKNOWN
     assert first.raw_status == "WARMING_UP"
     assert not first.is_final
-    assert observer.messages[-1] == on_completed(8.0)
+    assert observer.messages[-1] == on_completed(8)
     warnings = [record for record in caplog.records if "WARMING_UP" in record.getMessage()]
     assert len(warnings) == 1
 
@@ -167,7 +169,7 @@ def test_unknown_status_still_hits_deadline(
         lambda: ep.job("j1").output(timeout=5), created=0.5, subscribed=1.0, disposed=500
     )
 
-    assert isinstance(observer.messages[0].value.exception, WaitTimeout)
+    assert isinstance(error_of(observer.messages[0]), WaitTimeout)
     assert observer.messages[0].time == 6.0
 
 
@@ -187,7 +189,7 @@ def test_transient_status_failure_retries_after_retry_after(
     )
 
     assert times == [1.0, 8.0]
-    assert observer.messages == [on_next(8.0, 5), on_completed(8.0)]
+    assert observer.messages == [on_next(8, 5), on_completed(8)]
 
 
 def test_retries_back_off_exponentially_then_give_up(
@@ -202,7 +204,7 @@ def test_retries_back_off_exponentially_then_give_up(
 
     # base 2 s doubling, jitter pinned to its maximum: waits of 2, 4 and 8 s.
     assert times == [1.0, 3.0, 7.0, 15.0]
-    error = observer.messages[0].value.exception
+    error = error_of(observer.messages[0])
     assert isinstance(error, ServerError)
     assert error.status_code == 502
 
@@ -215,7 +217,7 @@ def test_run_is_not_resent_after_server_error(
     observer = scheduler.start(lambda: ep.run({"a": 1}), created=0.5, subscribed=1.0, disposed=500)
 
     assert server.count("POST", "/v2/ep/run") == 1
-    assert isinstance(observer.messages[0].value.exception, ServerError)
+    assert isinstance(error_of(observer.messages[0]), ServerError)
 
 
 def test_run_is_not_resent_after_dropped_connection(
@@ -226,7 +228,7 @@ def test_run_is_not_resent_after_dropped_connection(
     observer = scheduler.start(lambda: ep.run({"a": 1}), created=0.5, subscribed=1.0, disposed=500)
 
     assert server.count("POST", "/v2/ep/run") == 1
-    assert "may have reached the server" in str(observer.messages[0].value.exception)
+    assert "may have reached the server" in str(error_of(observer.messages[0]))
 
 
 def test_run_is_resent_after_rate_limit(
@@ -243,7 +245,7 @@ def test_run_is_resent_after_rate_limit(
 
     assert server.count("POST", "/v2/ep/run") == 2
     assert observer.messages[0].time == 4.0
-    assert isinstance(observer.messages[0].value.value, Job)
+    assert isinstance(value_of(observer.messages[0]), Job)
 
 
 def test_rate_limit_gives_up_when_retry_after_is_too_long(
@@ -253,7 +255,7 @@ def test_rate_limit_gives_up_when_retry_after_is_too_long(
 
     observer = scheduler.start(lambda: ep.run({"a": 1}), created=0.5, subscribed=1.0, disposed=500)
 
-    error = observer.messages[0].value.exception
+    error = error_of(observer.messages[0])
     assert isinstance(error, RateLimited)
     assert error.retry_after == 3600
     assert server.count("POST", "/v2/ep/run") == 1
@@ -342,8 +344,9 @@ def test_run_sync_times_out_while_polling(
 
     [message] = observer.messages
     assert message.time == 21.0
-    assert isinstance(message.value.exception, WaitTimeout)
-    assert message.value.exception.job_id == "sync-1"
+    error = error_of(message)
+    assert isinstance(error, WaitTimeout)
+    assert error.job_id == "sync-1"
     assert server.requests_to("POST", "/v2/ep/runsync")[0].query["wait"] == ["20000"]
 
 
@@ -376,8 +379,8 @@ def test_periodic_health_survives_transient_failure(
     )
 
     assert [message.time for message in observer.messages] == [1.0, 11.0, 16.0]
-    assert all(message.value.kind == "N" for message in observer.messages)
-    assert observer.messages[0].value.value.received_at == 1.0
+    assert all(notification_of(message).kind == "N" for message in observer.messages)
+    assert value_of(observer.messages[0]).received_at == 1.0
 
 
 def test_periodic_health_ends_on_authentication_error(
@@ -392,7 +395,7 @@ def test_periodic_health_ends_on_authentication_error(
     )
 
     assert observer.messages[-1].time == 6.0
-    assert isinstance(observer.messages[-1].value.exception, AuthenticationError)
+    assert isinstance(error_of(observer.messages[-1]), AuthenticationError)
     assert server.count("GET", "/v2/ep/health") == 2
 
 

@@ -28,7 +28,10 @@ def test_pool_runs_work_after_its_thread_retired(timer: TimerScheduler) -> None:
     gate = threading.Event()
     ran: list[str] = []
 
-    pool.schedule(lambda _s, _t: gate.wait(2))
+    def wait_for_gate(_scheduler: abc.SchedulerBase, _state: Any) -> None:
+        gate.wait(2)
+
+    pool.schedule(wait_for_gate)
     pool.schedule(lambda _s, _t: ran.append("queued while busy"))
     gate.set()
     assert wait_until(lambda: ran == ["queued while busy"])
@@ -74,7 +77,8 @@ def test_pool_threads_exit_when_idle(timer: TimerScheduler) -> None:
 
 
 def test_timer_fires_in_due_order(timer: TimerScheduler) -> None:
-    fired: list[float] = []
+    # The action's state parameter is typed Optional, so the list accepts None too.
+    fired: list[float | None] = []
     for delay in (0.15, 0.05, 0.1):
         timer.schedule_relative(delay, lambda _s, due: fired.append(due), delay)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import reactivex.operators as ops
+from reactivex import Observable
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from rxrunpod import Endpoint, JobCancelled, JobFailed, JobTimedOut, StreamItemsLost
+from rxrunpod import Endpoint, Job, JobCancelled, JobFailed, JobTimedOut, StreamItemsLost
 from rxrunpod.http import RetryPolicy
 from rxrunpod.polling import PollPolicy
 from tests.support.scripted_server import RecordedRequest, Reply, ScriptedServer
@@ -19,6 +21,10 @@ STATUS = "/v2/ep/status/j1"
 
 def batch(status: str, *items: object) -> Reply:
     return Reply(json={"status": status, "stream": [{"output": item} for item in items]})
+
+
+def stream_of(job: Job) -> Observable[Any]:
+    return job.stream()
 
 
 def collect(endpoint: Endpoint) -> list[object]:
@@ -179,10 +185,10 @@ def test_stream_polls_again_at_once_after_items(
     # Items: ask again at once. Empty (the server already held the request): back off.
     assert times == [1.0, 1.0, 1.0, 2.0, 4.0]
     assert observer.messages == [
-        ReactiveTest.on_next(1.0, "a"),
-        ReactiveTest.on_next(1.0, "b"),
-        ReactiveTest.on_next(4.0, "c"),
-        ReactiveTest.on_completed(4.0),
+        ReactiveTest.on_next(1, "a"),
+        ReactiveTest.on_next(1, "b"),
+        ReactiveTest.on_next(4, "c"),
+        ReactiveTest.on_completed(4),
     ]
 
 
@@ -194,7 +200,7 @@ def test_stream_dispose_cancels_submitted_job(
     server.reply("POST", "/v2/ep/cancel/j1", Reply(json={"id": "j1", "status": "CANCELLED"}))
 
     scheduler.start(
-        lambda: virtual.run({"a": 1}).pipe(ops.flat_map(lambda job: job.stream())),
+        lambda: virtual.run({"a": 1}).pipe(ops.flat_map(stream_of)),
         created=0.5,
         subscribed=1.0,
         disposed=10.0,

@@ -160,7 +160,10 @@ def test_https_polling_reuses_connections(
             counts[job_id] = counts.get(job_id, 0) + 1
             done = counts[job_id] >= polls_per_job
         # A changing output makes every poll a new state, so the interval stays at its minimum.
-        document = {"id": job_id, "status": "COMPLETED" if done else "IN_PROGRESS"}
+        document: dict[str, object] = {
+            "id": job_id,
+            "status": "COMPLETED" if done else "IN_PROGRESS",
+        }
         document["output"] = counts[job_id]
         return Reply(json=document)
 
