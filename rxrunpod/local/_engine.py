@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,16 +69,37 @@ class _WorkerSlot:
 
 
 class _LoopEvents:
-    """``WorkerEvents`` that run the engine's handlers on the server loop."""
+    """``WorkerEvents`` that run the engine's handlers on the server loop, in report order.
+
+    Reports from every worker go into one list, and only the report that finds
+    the list empty wakes the loop through ``call_soon_threadsafe``, which writes
+    to the loop's self-pipe. That one wake-up delivers every report queued
+    before the loop reaches it, so a busy loop is not woken once per job.
+    """
 
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         self._engine = engine
         self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._pending.append((callback, args))
+            if len(self._pending) > 1:
+                return
         # A RuntimeError means the server loop closed during shutdown, so the report has no reader.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(callback, *args)
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        for callback, args in batch:
+            try:
+                callback(*args)
+            except Exception:  # pragma: no cover - a bug in the engine; the rest still apply
+                logger.exception("the engine failed to apply a worker report")
 
     def ready(self, worker: Worker, capacity: int) -> None:
         self._call(self._engine.on_ready, worker, capacity)

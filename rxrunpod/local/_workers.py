@@ -16,11 +16,12 @@ import inspect
 import json
 import logging
 import os
+import queue
 import secrets
 import string
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,8 +39,10 @@ __all__ = [
     "Worker",
     "WorkerEvents",
     "WorkerFactory",
+    "is_async_handler",
     "new_worker_id",
     "run_handler",
+    "run_sync_handler",
 ]
 
 logger = logging.getLogger("rxrunpod.local")
@@ -184,27 +187,82 @@ async def run_handler(
     generator is closed at the next item after ``is_cancelled()`` turns true.
     Raises ``asyncio.CancelledError`` when the task running it is cancelled.
     """
+    with _progress_route(assignment, events):
+        try:
+            result = spec.function(assignment.handler_argument())
+            return await _settle(result, spec, assignment.key, events, is_cancelled)
+        except (Exception, SystemExit) as error:
+            return _failure(assignment.job_id, error)
+
+
+def run_sync_handler(
+    spec: HandlerSpec,
+    assignment: Assignment,
+    events: WorkerEvents,
+    is_cancelled: Callable[[], bool],
+    run_coroutine: Callable[[Coroutine[Any, Any, Outcome]], Outcome],
+) -> Outcome:
+    """Run one job like ``run_handler``, on the calling thread, without an event loop.
+
+    A handler that returns an awaitable or an async generator anyway (a
+    lambda around an ``async def``, say) is finished by ``run_coroutine``,
+    which may raise ``asyncio.CancelledError``.
+    """
+    with _progress_route(assignment, events):
+        try:
+            result = spec.function(assignment.handler_argument())
+            if inspect.isawaitable(result) or inspect.isasyncgen(result):
+                return run_coroutine(_settle(result, spec, assignment.key, events, is_cancelled))
+            return _outcome_of_result(result, spec, assignment.key, events, is_cancelled)
+        except (Exception, SystemExit) as error:
+            return _failure(assignment.job_id, error)
+
+
+async def _settle(
+    result: Any,
+    spec: HandlerSpec,
+    key: JobKey,
+    events: WorkerEvents,
+    is_cancelled: Callable[[], bool],
+) -> Outcome:
+    """Await what the handler returned and turn it into an outcome, draining generators."""
+    if inspect.isawaitable(result):
+        result = await result
+    if inspect.isasyncgen(result):
+        collected = await _drain_async_generator(result, key, events, spec.return_aggregate_stream)
+        return Outcome(JobStatus.COMPLETED, collected, collected is not None)
+    return _outcome_of_result(result, spec, key, events, is_cancelled)
+
+
+def _outcome_of_result(
+    result: Any,
+    spec: HandlerSpec,
+    key: JobKey,
+    events: WorkerEvents,
+    is_cancelled: Callable[[], bool],
+) -> Outcome:
+    """Turn a plain return value or a generator into an outcome, reporting each item."""
+    if inspect.isgenerator(result):
+        collected = _drain_generator(
+            result, key, events, spec.return_aggregate_stream, is_cancelled
+        )
+        return Outcome(JobStatus.COMPLETED, collected, collected is not None)
+    return _outcome_of_return(result)
+
+
+def _failure(job_id: str, error: BaseException) -> Outcome:
+    logger.debug("handler raised for job %s", job_id, exc_info=True)
+    return Outcome(JobStatus.FAILED, error=_error_document(error))
+
+
+@contextlib.contextmanager
+def _progress_route(assignment: Assignment, events: WorkerEvents) -> Iterator[None]:
+    """Send the job's ``runpod.serverless.progress_update`` calls to ``events`` meanwhile."""
     key = assignment.key
     job_id = assignment.job_id
     _runpod_shim.progress_routes[job_id] = lambda value: _report_progress(events, key, value)
     try:
-        result = spec.function(assignment.handler_argument())
-        if inspect.isawaitable(result):
-            result = await result
-        if inspect.isasyncgen(result):
-            collected = await _drain_async_generator(
-                result, key, events, spec.return_aggregate_stream
-            )
-            return Outcome(JobStatus.COMPLETED, collected, collected is not None)
-        if inspect.isgenerator(result):
-            collected = _drain_generator(
-                result, key, events, spec.return_aggregate_stream, is_cancelled
-            )
-            return Outcome(JobStatus.COMPLETED, collected, collected is not None)
-        return _outcome_of_return(result)
-    except (Exception, SystemExit) as error:
-        logger.debug("handler raised for job %s", job_id, exc_info=True)
-        return Outcome(JobStatus.FAILED, error=_error_document(error))
+        yield
     finally:
         if _runpod_shim.progress_routes.get(job_id) is not None:
             del _runpod_shim.progress_routes[job_id]
@@ -258,15 +316,41 @@ def _drain_generator(
     return collected
 
 
-class ThreadWorker(Worker):
-    """A worker that is a thread of the server process with its own event loop.
+def is_async_handler(function: Callable[..., Any]) -> bool:
+    """Tell whether ``function`` is an ``async def`` function or async generator function.
 
-    Synchronous handlers run on that thread and block it, so the worker takes
-    a second job only when ``concurrency_modifier`` allows it and the handler
-    is async. Cancelling a running ``async`` handler raises
-    ``asyncio.CancelledError`` inside it; a synchronous generator stops at its
-    next item; a plain synchronous function runs to its end and its result is
-    dropped.
+    A ``functools.partial`` is unwrapped; for another callable object its
+    ``__call__`` decides.
+    """
+    candidates: list[Any] = [function]
+    if not inspect.isroutine(function):
+        candidates.append(type(function).__call__)
+    return any(
+        inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate)
+        for candidate in candidates
+    )
+
+
+class ThreadWorker(Worker):
+    """A worker that is a thread of the server process.
+
+    For a synchronous handler (a plain function or a generator function) the
+    thread blocks on a ``queue.SimpleQueue`` and runs one job after another,
+    so handing it a job costs one queue put and no event loop wake-up. A
+    handler declared ``async def`` (a coroutine or async generator function)
+    runs on the thread's own event loop instead, where ``concurrency_modifier``
+    can let several jobs run at once. A synchronous handler runs its jobs one
+    at a time even when ``concurrency_modifier`` grants more seats: the later
+    ones are IN_PROGRESS but wait until the current one returns.
+
+    Cancelling a running ``async`` handler raises ``asyncio.CancelledError``
+    inside it. A synchronous generator stops at its next item. A plain
+    synchronous function runs to its end, and its result is dropped. A job
+    cancelled before it started is not run.
+
+    NOTE: RunPod's worker (runpod 1.12) calls a synchronous handler from inside
+    its running event loop; here no loop runs on the thread, so such a handler
+    can call ``asyncio.run`` locally but not on RunPod.
     """
 
     def __init__(
@@ -281,29 +365,44 @@ class ThreadWorker(Worker):
         self._events = events
         self._spec = spec
         self._cold_start = cold_start
-        self._loop = asyncio.new_event_loop()
+        self._uses_loop = is_async_handler(spec.function)
+        # Set up front for an async handler; made on first use for a synchronous
+        # handler that returns an awaitable anyway (see _run_coroutine).
+        self._loop: asyncio.AbstractEventLoop | None = (
+            asyncio.new_event_loop() if self._uses_loop else None
+        )
         self._inbox: asyncio.Queue[Assignment | None] = asyncio.Queue()
-        self._tasks: dict[JobKey, asyncio.Task[None]] = {}
+        self._jobs: queue.SimpleQueue[Assignment | None] = queue.SimpleQueue()
+        self._tasks: dict[JobKey, asyncio.Task[Any]] = {}
         self._cancelled: set[JobKey] = set()
         self._stopping = False
         self._concurrency = 1
+        target = self._main_loop if self._uses_loop else self._main_blocking
         self._thread = threading.Thread(
-            target=self._main, name=f"rxrunpod-worker-{worker_id}", daemon=True
+            target=target, name=f"rxrunpod-worker-{worker_id}", daemon=True
         )
 
     def start(self) -> None:
         self._thread.start()
 
     def assign(self, assignment: Assignment) -> None:
-        self._call(self._inbox.put_nowait, assignment)
+        if self._uses_loop:
+            self._call(self._inbox.put_nowait, assignment)
+        else:
+            self._jobs.put(assignment)
 
     def cancel(self, key: JobKey) -> None:
+        # Added before the task lookup; _run_coroutine checks it after registering its task.
         self._cancelled.add(key)
         self._call(self._cancel_task, key)
 
     def stop(self) -> None:
         self._stopping = True
-        self._call(self._inbox.put_nowait, None)
+        if self._uses_loop:
+            self._call(self._inbox.put_nowait, None)
+        else:
+            self._jobs.put(None)
+            self._call(self._cancel_tasks)
 
     def join(self, timeout: float) -> bool:
         if self._thread.ident is None:
@@ -312,29 +411,112 @@ class ThreadWorker(Worker):
         return not self._thread.is_alive()
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
         # A RuntimeError means the loop already closed: the worker has exited and reported it.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(callback, *args)
+            loop.call_soon_threadsafe(callback, *args)
 
     def _cancel_task(self, key: JobKey) -> None:
         task = self._tasks.get(key)
         if task is not None:
             task.cancel()
 
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    # -- synchronous handlers: the thread blocks on the job queue -----------
+
+    def _main_blocking(self) -> None:
         reason: str | None = None
         try:
-            self._loop.run_until_complete(self._serve())
+            self._serve_blocking()
+        except Exception as error:  # pragma: no cover - a bug in the worker itself
+            reason = f"worker crashed: {error!r}"
+            logger.exception("worker %s crashed", self.id)
+        finally:
+            loop = self._loop
+            if loop is not None:
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    asyncio.set_event_loop(None)
+                    loop.close()
+            self._events.exited(self, reason)
+
+    def _serve_blocking(self) -> None:
+        jobs = self._jobs
+        if self._cold_start > 0:
+            # Sleep through the cold start unless a stop request arrives first.
+            with contextlib.suppress(queue.Empty):
+                if jobs.get(timeout=self._cold_start) is None:
+                    return
+        if self._stopping:
+            return
+        self._events.ready(self, self._update_capacity())
+        while True:
+            assignment = jobs.get()
+            # Jobs still queued at a stop are not reported: the pool requeues or
+            # fails them when it hears that the worker exited, as for a dead worker.
+            if assignment is None or self._stopping:
+                break
+            self._run_blocking(assignment)
+
+    def _run_blocking(self, assignment: Assignment) -> None:
+        key = assignment.key
+        cancelled = self._cancelled
+        if key in cancelled:
+            outcome = Outcome(JobStatus.CANCELLED)
+        else:
+            try:
+                outcome = run_sync_handler(
+                    self._spec,
+                    assignment,
+                    self._events,
+                    lambda: key in cancelled,
+                    lambda coroutine: self._run_coroutine(key, coroutine),
+                )
+            except asyncio.CancelledError:
+                outcome = Outcome(JobStatus.CANCELLED)
+        cancelled.discard(key)
+        self._events.finished(self, key, outcome, self._update_capacity())
+
+    def _run_coroutine(self, key: JobKey, coroutine: Coroutine[Any, Any, Outcome]) -> Outcome:
+        """Finish an awaitable a synchronous handler returned, on this thread's own loop."""
+        loop = self._loop
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+        task = loop.create_task(coroutine)
+        self._tasks[key] = task
+        if key in self._cancelled or self._stopping:
+            task.cancel()
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            del self._tasks[key]
+
+    # -- async handlers: the thread runs its own event loop -----------------
+
+    def _main_loop(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        reason: str | None = None
+        try:
+            loop.run_until_complete(self._serve())
         except Exception as error:  # pragma: no cover - a bug in the worker itself
             reason = f"worker crashed: {error!r}"
             logger.exception("worker %s crashed", self.id)
         finally:
             try:
-                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 asyncio.set_event_loop(None)
-                self._loop.close()
+                loop.close()
             self._events.exited(self, reason)
 
     async def _serve(self) -> None:
@@ -345,11 +527,12 @@ class ThreadWorker(Worker):
         if self._stopping:
             return
         self._events.ready(self, self._update_capacity())
+        loop = asyncio.get_running_loop()
         while True:
             assignment = await self._inbox.get()
             if assignment is None:
                 break
-            task = self._loop.create_task(self._run(assignment))
+            task = loop.create_task(self._run(assignment))
             self._tasks[assignment.key] = task
         for task in list(self._tasks.values()):
             task.cancel()

@@ -2,12 +2,292 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import requests
 
-from rxrunpod.local import _jobs
+from rxrunpod.local import (
+    Assignment,
+    HandlerSpec,
+    LocalEndpoint,
+    Outcome,
+    ThreadWorker,
+    Worker,
+    _engine,
+    _jobs,
+)
+from rxrunpod.models import JobStatus
+
+# -- a WorkerEvents that records every report --------------------------------
+
+
+class RecordingEvents:
+    """Collect a worker's reports in order; ``finished`` reports also go to a queue."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[Any, ...]] = []
+        self.finished_jobs: queue.SimpleQueue[tuple[str, Outcome]] = queue.SimpleQueue()
+        self.ready_event = threading.Event()
+        self.exited_event = threading.Event()
+
+    def ready(self, worker: Worker, capacity: int) -> None:
+        self.reports.append(("ready", capacity))
+        self.ready_event.set()
+
+    def progress(self, key: tuple[str, int], value: Any) -> None:
+        self.reports.append(("progress", key[0], value))
+
+    def chunk(self, key: tuple[str, int], item: Any) -> None:
+        self.reports.append(("chunk", key[0], item))
+
+    def finished(
+        self, worker: Worker, key: tuple[str, int], outcome: Outcome, capacity: int
+    ) -> None:
+        self.reports.append(("finished", key[0], outcome.status))
+        self.finished_jobs.put((key[0], outcome))
+
+    def exited(self, worker: Worker, reason: str | None) -> None:
+        self.reports.append(("exited", reason))
+        self.exited_event.set()
+
+
+@pytest.fixture
+def loop_wakeups(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
+    """Record every ``call_soon_threadsafe`` made on any event loop during the test."""
+    calls: list[Callable[..., Any]] = []
+    original = asyncio.BaseEventLoop.call_soon_threadsafe
+
+    def counting(self: asyncio.BaseEventLoop, callback: Callable[..., Any], *args: Any) -> Any:
+        calls.append(callback)
+        return original(self, callback, *args)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "call_soon_threadsafe", counting)
+    return calls
+
+
+def start_worker(function: Callable[..., Any], events: RecordingEvents) -> ThreadWorker:
+    worker = ThreadWorker("w1", events, HandlerSpec(function))
+    worker.start()
+    assert events.ready_event.wait(5)
+    return worker
+
+
+def stop_worker(worker: ThreadWorker, events: RecordingEvents) -> None:
+    worker.stop()
+    assert events.exited_event.wait(5)
+    assert worker.join(5)
+
+
+def double(job: dict[str, Any]) -> Any:
+    return job["input"] * 2
+
+
+# -- thread workers and synchronous handlers --------------------------------
+
+
+def test_sync_handler_jobs_wake_no_event_loop(loop_wakeups: list[Callable[..., Any]]) -> None:
+    events = RecordingEvents()
+    worker = start_worker(double, events)
+    for number in range(20):
+        worker.assign(Assignment(f"job-{number}", 0, number))
+    results = [events.finished_jobs.get(timeout=5) for _ in range(20)]
+    stop_worker(worker, events)
+
+    assert [outcome.output for _, outcome in results] == [number * 2 for number in range(20)]
+    assert loop_wakeups == []
+
+
+def test_sync_handler_runs_its_jobs_in_order() -> None:
+    events = RecordingEvents()
+    worker = start_worker(double, events)
+    for number in range(5):
+        worker.assign(Assignment(f"job-{number}", 0, number))
+    finished = [events.finished_jobs.get(timeout=5)[0] for _ in range(5)]
+    stop_worker(worker, events)
+
+    assert finished == [f"job-{number}" for number in range(5)]
+
+
+def test_sync_job_cancelled_before_start_never_runs() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[Any] = []
+
+    def blocking(job: dict[str, Any]) -> Any:
+        calls.append(job["input"])
+        started.set()
+        release.wait(5)
+        return job["input"]
+
+    events = RecordingEvents()
+    worker = start_worker(blocking, events)
+    worker.assign(Assignment("first", 0, 1))
+    assert started.wait(5)
+    worker.assign(Assignment("second", 0, 2))
+    worker.cancel(("second", 0))
+    release.set()
+    outcomes = dict(events.finished_jobs.get(timeout=5) for _ in range(2))
+    stop_worker(worker, events)
+
+    assert calls == [1]
+    assert outcomes["first"].status is JobStatus.COMPLETED
+    assert outcomes["second"].status is JobStatus.CANCELLED
+
+
+def test_stop_leaves_queued_sync_jobs_unrun() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[Any] = []
+
+    def blocking(job: dict[str, Any]) -> Any:
+        calls.append(job["input"])
+        started.set()
+        release.wait(5)
+        return job["input"]
+
+    events = RecordingEvents()
+    worker = start_worker(blocking, events)
+    worker.assign(Assignment("running", 0, 1))
+    assert started.wait(5)
+    worker.assign(Assignment("queued", 0, 2))
+    worker.stop()
+    release.set()
+    assert events.exited_event.wait(5)
+
+    # The pool requeues a job its worker never reported, so "queued" gets no report.
+    assert calls == [1]
+    assert events.reports == [
+        ("ready", 1),
+        ("finished", "running", JobStatus.COMPLETED),
+        ("exited", None),
+    ]
+
+
+def test_sync_generator_chunks_precede_its_finish() -> None:
+    def counting(job: dict[str, Any]) -> Iterator[int]:
+        yield from range(int(job["input"]))
+
+    events = RecordingEvents()
+    worker = start_worker(counting, events)
+    worker.assign(Assignment("stream", 0, 4))
+    events.finished_jobs.get(timeout=5)
+    stop_worker(worker, events)
+
+    assert events.reports[1:6] == [
+        ("chunk", "stream", 0),
+        ("chunk", "stream", 1),
+        ("chunk", "stream", 2),
+        ("chunk", "stream", 3),
+        ("finished", "stream", JobStatus.COMPLETED),
+    ]
+
+
+async def _sleep_then_return(value: Any, seconds: float) -> Any:
+    await asyncio.sleep(seconds)
+    return value
+
+
+def test_plain_function_returning_coroutine_completes() -> None:
+    events = RecordingEvents()
+    worker = start_worker(lambda job: _sleep_then_return(job["input"], 0.01), events)
+    worker.assign(Assignment("wrapped", 0, {"x": 1}))
+    job_id, outcome = events.finished_jobs.get(timeout=5)
+    stop_worker(worker, events)
+
+    assert job_id == "wrapped"
+    assert outcome.status is JobStatus.COMPLETED
+    assert outcome.output == {"x": 1}
+
+
+def test_plain_function_returning_coroutine_can_be_cancelled() -> None:
+    events = RecordingEvents()
+    worker = start_worker(lambda job: _sleep_then_return(job["input"], 30), events)
+    worker.assign(Assignment("wrapped", 0, 1))
+    # The coroutine starts on the worker's own loop; cancel lands once it is registered.
+    for _ in range(100):
+        worker.cancel(("wrapped", 0))
+        try:
+            job_id, outcome = events.finished_jobs.get(timeout=0.05)
+            break
+        except queue.Empty:
+            continue
+    else:
+        pytest.fail("the cancelled coroutine did not end within 5 s")
+    stop_worker(worker, events)
+
+    assert job_id == "wrapped"
+    assert outcome.status is JobStatus.CANCELLED
+
+
+# -- reports from workers reach the server loop in batches -------------------
+
+
+class RecordingEngine:
+    """The engine methods ``_LoopEvents`` calls, recording what they receive."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def on_ready(self, worker: Any, capacity: int) -> None:
+        self.calls.append(("ready", capacity))
+
+    def on_progress(self, key: tuple[str, int], value: Any) -> None:
+        self.calls.append(("progress", value))
+
+    def on_chunk(self, key: tuple[str, int], item: Any) -> None:
+        self.calls.append(("chunk", item))
+
+    def on_finished(
+        self, worker: Any, key: tuple[str, int], outcome: Outcome, capacity: int
+    ) -> None:
+        self.calls.append(("finished", key[0]))
+
+    def on_exited(self, worker: Any, reason: str | None) -> None:
+        self.calls.append(("exited", reason))
+
+
+def test_reports_while_loop_busy_wake_it_once(loop_wakeups: list[Callable[..., Any]]) -> None:
+    loop = asyncio.new_event_loop()
+    engine = RecordingEngine()
+    events = _engine._LoopEvents(engine, loop)  # type: ignore[arg-type]
+    busy = threading.Event()
+    reported = threading.Event()
+
+    def hold_loop() -> None:
+        busy.set()
+        assert reported.wait(5)
+
+    def report() -> None:
+        assert busy.wait(5)
+        for item in range(10):
+            events.chunk(("job", 0), item)
+        events.progress(("job", 0), "half")
+        events.finished(None, ("job", 0), Outcome(JobStatus.COMPLETED), 1)  # type: ignore[arg-type]
+        reported.set()
+
+    reporter = threading.Thread(target=report)
+    reporter.start()
+    try:
+        loop.call_soon(hold_loop)
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        reporter.join(5)
+        loop.close()
+
+    assert engine.calls == [
+        *(("chunk", item) for item in range(10)),
+        ("progress", "half"),
+        ("finished", "job"),
+    ]
+    assert len(loop_wakeups) == 1
+
 
 # -- job ids ------------------------------------------------------------------
 
@@ -36,3 +316,15 @@ def test_job_ids_are_version_4_uuids() -> None:
     assert job_id.endswith("-u1")
     assert parsed.version == 4
     assert parsed.variant == uuid.RFC_4122
+
+
+# -- the endpoint end to end ----------------------------------------------------
+
+
+def test_runsync_burst_completes_every_job(http: requests.Session) -> None:
+    with LocalEndpoint(double, workers=4) as endpoint:
+        url = f"{endpoint.base_url}/ep/runsync"
+        documents = [http.post(url, json={"input": number}).json() for number in range(50)]
+
+    assert [document["status"] for document in documents] == ["COMPLETED"] * 50
+    assert [document["output"] for document in documents] == [n * 2 for n in range(50)]
