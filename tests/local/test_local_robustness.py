@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -123,11 +124,15 @@ def test_non_finite_request_is_400(http: requests.Session, constant: str) -> Non
 # -- handlers that never return ---------------------------------------------
 
 RELEASE = threading.Event()
+# Ids of the jobs whose handler started blocking: a job cancelled before its
+# handler starts is never run, so a test cancels only after the id arrives here.
+BLOCKING: queue.SimpleQueue[str] = queue.SimpleQueue()
 
 
 def blocks_unless_quick(job: dict[str, Any]) -> Any:
     """Return at once for ``{"quick": true}``, else block until the test releases it."""
     if not job["input"].get("quick"):
+        BLOCKING.put(job["id"])
         RELEASE.wait(30)
     return {"done": True}
 
@@ -136,8 +141,21 @@ def blocks_unless_quick(job: dict[str, Any]) -> Any:
 def release() -> Iterator[threading.Event]:
     """Clear ``RELEASE`` for the test and set it afterwards, so abandoned threads end."""
     RELEASE.clear()
+    while not BLOCKING.empty():
+        BLOCKING.get_nowait()
     yield RELEASE
     RELEASE.set()
+
+
+def wait_blocking(job_id: str) -> None:
+    """Wait until the handler of ``job_id`` runs and blocks; other ids that arrive stay queued."""
+    others: list[str] = []
+    try:
+        while (started := BLOCKING.get(timeout=10)) != job_id:
+            others.append(started)
+    finally:
+        for started in others:
+            BLOCKING.put(started)
 
 
 def submit(http: requests.Session, endpoint: LocalEndpoint, body: dict[str, Any]) -> str:
@@ -169,7 +187,7 @@ def test_cancelled_hung_jobs_free_their_workers(
     with LocalEndpoint(blocks_unless_quick, workers=2, stop_grace=0.2) as endpoint:
         hung = [submit(http, endpoint, {"input": {}}) for _ in range(2)]
         for job_id in hung:
-            wait_status(http, endpoint, job_id, "IN_PROGRESS")
+            wait_blocking(job_id)
             http.post(f"{endpoint.base_url}/ep/cancel/{job_id}")
         quick = submit(http, endpoint, {"input": {"quick": True}})
         document = wait_status(http, endpoint, quick, "COMPLETED")
@@ -207,7 +225,7 @@ def test_abandoned_threads_are_bounded(
     ) as endpoint:
         for _ in range(2):
             job_id = submit(http, endpoint, {"input": {}})
-            wait_status(http, endpoint, job_id, "IN_PROGRESS")
+            wait_blocking(job_id)
             http.post(f"{endpoint.base_url}/ep/cancel/{job_id}")
         quick = submit(http, endpoint, {"input": {"quick": True}})
         time.sleep(1.0)
