@@ -16,7 +16,6 @@ command line read from stdin:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
@@ -25,34 +24,15 @@ from rxrunpod.local import LocalEndpoint
 
 from . import handlers
 
-_CONTROL_TIMEOUT = 30.0
-
 
 def finished_times(endpoint: LocalEndpoint, job_ids: list[str]) -> dict[str, float | None]:
-    """Read when the server marked each job final, from its job store.
+    """Read when the server marked each job final (``LocalEndpoint.finished_at``).
 
-    ``finished_at`` is ``time.monotonic()`` of the server process. On Linux that
+    The times are ``time.monotonic()`` of the server process. On Linux that
     clock is CLOCK_MONOTONIC, shared by every process of the machine, so a
-    client process can subtract it from its own ``time.monotonic()``.
+    client process can subtract them from its own ``time.monotonic()``.
     """
-    # NOTE: LocalEndpoint has no public read of its job store, so this reads
-    # its engine on the server's event loop, where job state is mutated.
-    loop = endpoint._loop
-    if loop is None:
-        raise RuntimeError("the local endpoint is not running")
-
-    async def collect() -> dict[str, float | None]:
-        engine = endpoint._engine
-        if engine is None:
-            raise RuntimeError("the local endpoint has no engine")
-        times: dict[str, float | None] = {}
-        for job_id in job_ids:
-            job = engine.jobs.get(job_id)
-            final = job is not None and job.status.is_final
-            times[job_id] = job.finished_at if final and job is not None else None
-        return times
-
-    return asyncio.run_coroutine_threadsafe(collect(), loop).result(_CONTROL_TIMEOUT)
+    return {job_id: endpoint.finished_at(job_id) for job_id in job_ids}
 
 
 def answer(endpoint: LocalEndpoint, command: dict[str, Any]) -> dict[str, Any]:

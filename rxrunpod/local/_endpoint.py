@@ -11,7 +11,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,7 +27,10 @@ __all__ = ["LocalEndpoint", "bind_address", "serve"]
 
 logger = logging.getLogger("rxrunpod.local")
 
+_T = TypeVar("_T")
+
 _START_TIMEOUT = 30.0
+_READ_TIMEOUT = 10.0
 _WORKER_JOIN_TIMEOUT = 5.0
 
 
@@ -74,7 +77,8 @@ class LocalEndpoint:
     takes ``cold_start`` seconds before it takes jobs. ``retention`` and
     ``sync_retention`` (seconds) keep finished ``/run`` and ``/runsync`` jobs
     readable. ``faults`` (rules or a ``Faults``) and ``stats`` are reachable as
-    attributes and may be changed while it runs.
+    attributes and may be changed while it runs. ``health()`` and
+    ``finished_at(job_id)`` read the server's state from any thread.
 
     ``isolation="process"`` makes each worker a child process that imports the
     handler once; a worker that crashes or hangs is replaced and takes down
@@ -212,15 +216,36 @@ class LocalEndpoint:
 
     def health(self) -> dict[str, Any]:
         """Return the ``/health`` document, read on the server's thread."""
-        loop = self._loop
-        if loop is None or self._engine is None:
+        return self._read(lambda engine: engine.health())
+
+    def finished_at(self, job_id: str) -> float | None:
+        """Return when the server marked a job final, in ``time.monotonic()`` seconds.
+
+        Returns None while the job is queued or running, and for a job id the
+        endpoint does not know (never submitted, or its retention or ttl ended).
+        On Linux ``time.monotonic()`` is CLOCK_MONOTONIC, which every process on
+        the machine shares. Raises ``RuntimeError`` when the endpoint is not
+        running.
+        """
+
+        def read(engine: Engine) -> float | None:
+            job = engine.jobs.get(job_id)
+            if job is None or not job.status.is_final:
+                return None
+            return job.finished_at
+
+        return self._read(read)
+
+    def _read(self, function: Callable[[Engine], _T]) -> _T:
+        """Call ``function`` with the engine on the server's thread, where job state changes."""
+        loop, engine = self._loop, self._engine
+        if loop is None or engine is None:
             raise RuntimeError("the local endpoint is not running; call start() first")
 
-        async def read() -> dict[str, Any]:
-            assert self._engine is not None
-            return self._engine.health()
+        async def read() -> _T:
+            return function(engine)
 
-        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=10)
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=_READ_TIMEOUT)
 
     def endpoint_url(self, endpoint_id: str = "local") -> str:
         """Return the URL of one endpoint, e.g. ``.../v2/local``."""

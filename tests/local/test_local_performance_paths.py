@@ -6,6 +6,7 @@ import asyncio
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -328,3 +329,48 @@ def test_runsync_burst_completes_every_job(http: requests.Session) -> None:
 
     assert [document["status"] for document in documents] == ["COMPLETED"] * 50
     assert [document["output"] for document in documents] == [n * 2 for n in range(50)]
+
+
+# -- LocalEndpoint.finished_at ----------------------------------------------
+
+
+def test_finished_at_reads_the_final_moment(http: requests.Session) -> None:
+    with LocalEndpoint(double, workers=1) as endpoint:
+        before = time.monotonic()
+        document = http.post(f"{endpoint.base_url}/ep/runsync", json={"input": 3}).json()
+        after = time.monotonic()
+        finished = endpoint.finished_at(document["id"])
+
+    assert document["status"] == "COMPLETED"
+    assert finished is not None
+    assert before <= finished <= after
+
+
+def test_finished_at_is_none_before_the_end(http: requests.Session) -> None:
+    release = threading.Event()
+
+    def blocking(job: dict[str, Any]) -> Any:
+        release.wait(10)
+        return job["input"]
+
+    with LocalEndpoint(blocking, workers=1) as endpoint:
+        running = http.post(f"{endpoint.base_url}/ep/run", json={"input": 1}).json()["id"]
+        queued = http.post(f"{endpoint.base_url}/ep/run", json={"input": 2}).json()["id"]
+        readings = [endpoint.finished_at(running), endpoint.finished_at(queued)]
+        release.set()
+
+    assert readings == [None, None]
+
+
+def test_finished_at_of_unknown_job_is_none() -> None:
+    with LocalEndpoint(double, workers=1) as endpoint:
+        reading = endpoint.finished_at("no-such-job")
+
+    assert reading is None
+
+
+def test_finished_at_needs_a_running_endpoint() -> None:
+    endpoint = LocalEndpoint(double, workers=1)
+
+    with pytest.raises(RuntimeError, match="not running"):
+        endpoint.finished_at("any")
