@@ -26,8 +26,9 @@ Rules the helpers keep:
 - Every frame carries a JSON summary of the state under the MIME type
   ``SUMMARY_MIME``, so an executed notebook can be checked by a program.
 
-NOTE: checked against JupyterLab's message routing (``@jupyterlab/services``)
-and a headless kernel; classic Notebook 6 was not tried.
+Checked live in a browser in JupyterLab 4.6 and classic Notebook (nbclassic
+1.3): each helper keeps one output that changes in place, with no duplicates
+and the last frame kept. Notebook 7 and VS Code were not tried.
 
 The plot is drawn with matplotlib's Agg canvas into PNG frames (no pyplot, so
 no figure is shown twice), the board and the panel as HTML. Outside IPython
@@ -646,7 +647,7 @@ class JobBoard(LiveDisplay[Any]):
             colour = _STATUS_COLOURS.get(row["status"], "inherit")
             parts.append(
                 "<tr>"
-                f"<td><code>{html.escape(row['id'])}</code></td>"
+                f"<td style=\"white-space:nowrap\"><code>{html.escape(row['id'])}</code></td>"
                 f'<td style="color:{colour};font-weight:bold">{html.escape(row["status"])}</td>'
                 f'<td style="text-align:right">{_text_or_blank(row["attempt"])}</td>'
                 f'<td style="text-align:right">{_milliseconds(row["delay_time"])}</td>'
