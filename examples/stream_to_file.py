@@ -2,12 +2,14 @@
 
 Each token is written and flushed the moment ``/stream`` hands it out, so
 ``tail -f`` on the file shows the reply growing. Run:
-``python examples/stream_to_file.py reply.txt``.
+``python examples/stream_to_file.py reply.txt``. Without an argument the
+reply goes to ``rxrunpod-reply.txt`` in the system's temporary directory.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from example_endpoint import open_endpoint
@@ -27,4 +29,9 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "reply.txt"))
+    default = Path(tempfile.gettempdir()) / "rxrunpod-reply.txt"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    try:
+        main(target)
+    except OSError as error:
+        sys.exit(f"cannot write the reply to {target}: {error.strerror}; pass a writable file path")
