@@ -7,11 +7,14 @@ worker loop or exits the process, and the real ``progress_update`` posts to
 RunPod's servers. The local endpoint needs neither: it wants the ``start``
 configuration and the progress values.
 
-With the ``runpod`` package installed, ``install()`` wraps those two functions
-in the real package: a wrapped call that belongs to the local endpoint (a
-``start`` during ``capture_start()``, a ``progress_update`` for a job the local
-endpoint runs) is handled here, and every other call goes to the original.
-Without the package, ``install()`` puts a small stand-in ``runpod`` module into
+With the ``runpod`` package installed, those two functions are wrapped in the
+real package: a wrapped call that belongs to the local endpoint (a ``start``
+during ``capture_start()``, a ``progress_update`` for a job the local endpoint
+runs) is handled here, and every other call goes to the original. Importing
+``runpod`` takes more than a second, so ``install()`` does not import it: it
+patches a package that is already imported, and otherwise adds an import hook
+that patches the package right after something first imports it. Without the
+package, ``install()`` puts a small stand-in ``runpod`` module into
 ``sys.modules`` that offers the same two functions.
 """
 
@@ -19,11 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = ["capture_start", "install", "progress_routes"]
@@ -143,31 +149,100 @@ def _patch_installed_package() -> None:
             rp_progress.progress_update = progress
 
 
-def install() -> types.ModuleType:
-    """Make ``import runpod`` safe for handler files; return the module they will get.
+class _PatchingLoader(importlib.abc.Loader):
+    """Run the ``runpod`` package's own loader, then wrap its two functions."""
 
-    Idempotent. The real package is used when it imports; a stand-in otherwise
-    (also when ``sys.modules["runpod"]`` is ``None``, which blocks the import).
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # Give the package its own loader back, as a normal import leaves it.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        with _root_logging_kept():
+            self._loader.exec_module(module)
+        # Not under _lock: install() may hold it while it waits for this import to end.
+        _patch_installed_package()
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Find ``runpod`` through the other finders and patch it once it has been executed."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "runpod":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec: importlib.machinery.ModuleSpec | None = finder.find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            loader = spec.loader
+            if isinstance(loader, importlib.abc.Loader) and hasattr(loader, "exec_module"):
+                spec.loader = _PatchingLoader(loader)
+            return spec
+        return None
+
+
+_import_hook = _PatchOnImport()
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Keep the root logger as the application configured it.
+
+    runpod 1.12 calls ``logging.basicConfig(level=INFO)`` while it is imported.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _runpod_importable() -> bool:
+    """Tell whether ``import runpod`` would find the package, without importing it."""
+    if "runpod" in sys.modules:
+        # None there blocks the import, and a module there is what the import returns.
+        return sys.modules["runpod"] is not None
+    try:
+        return importlib.util.find_spec("runpod") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def install() -> None:
+    """Make ``import runpod`` safe for handler files, without importing ``runpod`` now.
+
+    Idempotent. An imported ``runpod`` package is patched at once; an installed
+    one that is not imported yet is patched when something first imports it. A
+    stand-in is used when the package is not installed (also when
+    ``sys.modules["runpod"]`` is ``None``, which blocks the import).
     """
     with _lock:
         current = sys.modules.get("runpod")
-        if current is not None and getattr(current, "serverless", None) is not None:
-            serverless = current.serverless
-            if getattr(serverless, "start", None) is _standalone_start:
-                return current
-        # runpod 1.12 calls logging.basicConfig(level=INFO) while it is
-        # imported; keep the root logger as the application configured it.
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            package = importlib.import_module("runpod")
-        except ImportError:
-            return _make_standalone_package()
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-        _patch_installed_package()
-        return package
+        if current is not None:
+            serverless = getattr(current, "serverless", None)
+            if getattr(serverless, "start", None) is not _standalone_start:
+                # This waits for an import of runpod that another thread has under way.
+                _patch_installed_package()
+            return
+        if not _runpod_importable():
+            _make_standalone_package()
+            return
+        if _import_hook not in sys.meta_path:
+            sys.meta_path.insert(0, _import_hook)
 
 
 @contextlib.contextmanager

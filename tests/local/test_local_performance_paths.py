@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -374,3 +377,52 @@ def test_finished_at_needs_a_running_endpoint() -> None:
 
     with pytest.raises(RuntimeError, match="not running"):
         endpoint.finished_at("any")
+
+
+# -- the runpod package is imported only by handlers that import it ----------
+
+HANDLERS = Path(__file__).parent / "handlers"
+ROOT = Path(__file__).parents[2]
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter, where no test imported ``runpod`` yet."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_plain_handler_file_leaves_runpod_unimported() -> None:
+    output = run_python(
+        "import sys\n"
+        "from rxrunpod.local import load_handler\n"
+        f"load_handler({str(HANDLERS / 'basic.py')!r} + ':echo')\n"
+        "print('runpod' in sys.modules)\n"
+    )
+
+    assert output == "False"
+
+
+def test_runpod_imported_by_handler_is_intercepted(tmp_path: Path) -> None:
+    handler_file = tmp_path / "from_import.py"
+    handler_file.write_text(
+        "from runpod.serverless import start\n"
+        "\n"
+        "def handler(job):\n"
+        "    return job['input']\n"
+        "\n"
+        "start({'handler': handler, 'return_aggregate_stream': True})\n"
+    )
+    output = run_python(
+        "import logging\n"
+        "from rxrunpod.local import load_handler\n"
+        f"spec = load_handler({str(handler_file)!r})\n"
+        "import runpod\n"
+        "print(spec.function.__name__, spec.return_aggregate_stream)\n"
+        "print(runpod.serverless.start.__wrapped__ is not None)\n"
+        "print(type(runpod.__loader__).__name__, logging.getLogger().handlers)\n"
+    )
+
+    assert output.splitlines() == ["handler True", "True", "SourceFileLoader []"]
