@@ -42,6 +42,7 @@ __all__ = [
     "default_io_scheduler",
     "default_timer_scheduler",
     "io_threads_from_environment",
+    "on_rxrunpod_thread",
 ]
 
 log = logging.getLogger("rxrunpod.scheduling")
@@ -58,6 +59,16 @@ IO_THREADS_VARIABLE = "RXRUNPOD_IO_THREADS"
 
 DEFAULT_IDLE_TIMEOUT = 2.0
 """Seconds an idle pool or timer thread waits for work before it exits."""
+
+# Set on every pool and timer thread, so that a blocking wait started on one
+# of them (which could starve the very threads it waits for) can be rejected.
+_thread_role = threading.local()
+
+
+def on_rxrunpod_thread() -> str | None:
+    """Return "I/O thread" or "timer thread" when called on one of rxrunpod's threads, else None."""
+    role: str | None = getattr(_thread_role, "role", None)
+    return role
 
 
 class _Action:
@@ -177,6 +188,7 @@ class TimerScheduler(Scheduler):
         item.disposable.dispose()
 
     def _run(self) -> None:
+        _thread_role.role = "timer thread"
         while True:
             item = self._next_due()
             if item is None:
@@ -299,6 +311,7 @@ class _WorkerPool:
             self._start(name)
 
     def _work(self) -> None:
+        _thread_role.role = "I/O thread"
         with self._lock:
             self._starting -= 1
         self._grow()
