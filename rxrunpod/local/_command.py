@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,9 @@ __all__ = ["add_serve_command", "command_serve"]
 logger = logging.getLogger("rxrunpod.local")
 
 _TRACEBACK_HINT = "rerun with --log-level DEBUG to see the traceback"
+
+# The environment variable ``rxrunpod serve`` reads its API key from when ``--api-key`` is absent.
+API_KEY_VARIABLE = "RXRUNPOD_LOCAL_API_KEY"
 
 
 def _non_negative_seconds(text: str) -> float:
@@ -106,7 +110,9 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
     serve.add_argument(
         "--api-key",
         default=None,
-        help="require this key in the Authorization header (default: no key)",
+        help=f"require this key in the Authorization header; other local users can read it in "
+        f"the process list, so prefer setting {API_KEY_VARIABLE} (default: {API_KEY_VARIABLE} "
+        "if set, else no key)",
     )
     serve.add_argument(
         "--return-aggregate-stream",
@@ -204,6 +210,20 @@ def _load_problem(error: Exception) -> str:
     return " ".join(text.splitlines())
 
 
+def _api_key(arguments: argparse.Namespace) -> str | None:
+    """Return the key from ``--api-key`` (with a warning) or from the environment, or None."""
+    if arguments.api_key is not None:
+        print(
+            "rxrunpod serve: warning: --api-key on the command line is visible to other local "
+            f"users in the process list; set {API_KEY_VARIABLE} in the environment instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        key: str | None = arguments.api_key
+        return key
+    return os.environ.get(API_KEY_VARIABLE) or None
+
+
 def command_serve(arguments: argparse.Namespace) -> int:
     """Run the local endpoint until SIGINT or SIGTERM; return the exit code."""
     from ._endpoint import LocalEndpoint
@@ -230,7 +250,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
         "max_workers": arguments.max_workers,
         "idle_timeout": arguments.idle_timeout,
         "cold_start": arguments.cold_start,
-        "api_key": arguments.api_key,
+        "api_key": _api_key(arguments),
         "host": arguments.host,
         "port": arguments.port,
         "return_aggregate_stream": arguments.return_aggregate_stream,

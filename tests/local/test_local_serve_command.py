@@ -94,3 +94,79 @@ def test_serve_rejects_bad_fault_with_exit_2(capsys: pytest.CaptureFixture[str])
 
     assert main(["serve", str(HANDLER), "--fault", "418=0.5"]) == 2
     assert "unknown fault kind '418'" in capsys.readouterr().err
+
+
+# -- the API key of rxrunpod serve ----------------------------------------------
+
+KEY = "serve-test-key-5d1f"
+
+
+def serve_until_first_request(
+    extra: list[str], environment: dict[str, str]
+) -> tuple[list[int], str]:
+    """Start ``rxrunpod serve``, send /health without and with ``KEY``, then stop it.
+
+    Returns the two status codes and everything the server wrote to stderr.
+    """
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rxrunpod",
+            "serve",
+            str(HANDLER),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **environment},
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        base_url = banner.split(" at ", 1)[1].split("/<endpoint_id>", 1)[0]
+        codes = [
+            requests.get(f"{base_url}/any/health", headers=headers, timeout=10).status_code
+            for headers in ({}, {"Authorization": f"Bearer {KEY}"})
+        ]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    return codes, stderr
+
+
+def test_serve_reads_key_from_environment() -> None:
+    environment = {"RXRUNPOD_LOCAL_API_KEY": KEY}
+    codes, stderr = serve_until_first_request([], environment)
+
+    assert codes == [401, 200]
+    assert "warning" not in stderr
+    assert KEY not in stderr
+
+
+def test_serve_warns_about_key_on_command_line() -> None:
+    codes, stderr = serve_until_first_request(["--api-key", KEY], {})
+
+    assert codes == [401, 200]
+    assert "--api-key on the command line is visible" in stderr
+    assert "RXRUNPOD_LOCAL_API_KEY" in stderr
+    assert KEY not in stderr
+
+
+def test_serve_command_line_key_beats_environment() -> None:
+    environment = {"RXRUNPOD_LOCAL_API_KEY": "other-key"}
+    codes, _ = serve_until_first_request(["--api-key", KEY], environment)
+
+    assert codes == [401, 200]
+
+
+def test_serve_help_names_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+
+    assert "RXRUNPOD_LOCAL_API_KEY" in capsys.readouterr().out
