@@ -115,6 +115,13 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
         "if set, else no key)",
     )
     serve.add_argument(
+        "--stop-grace",
+        type=_non_negative_seconds,
+        default=2.0,
+        help="seconds a thread worker's handler gets to return after its job is cancelled or "
+        "times out; then the worker is abandoned and replaced (default: 2)",
+    )
+    serve.add_argument(
         "--return-aggregate-stream",
         action="store_true",
         help="make a generator handler's output the list of its items",
@@ -224,6 +231,28 @@ def _api_key(arguments: argparse.Namespace) -> str | None:
     return os.environ.get(API_KEY_VARIABLE) or None
 
 
+def _endpoint_options(arguments: argparse.Namespace, rules: list[FaultRule]) -> dict[str, Any]:
+    """Map the parsed ``serve`` arguments to ``LocalEndpoint`` keyword arguments."""
+    return {
+        "workers": arguments.workers,
+        "min_workers": arguments.min_workers,
+        "max_workers": arguments.max_workers,
+        "idle_timeout": arguments.idle_timeout,
+        "cold_start": arguments.cold_start,
+        "api_key": _api_key(arguments),
+        "host": arguments.host,
+        "port": arguments.port,
+        "return_aggregate_stream": arguments.return_aggregate_stream,
+        "retention": arguments.retention,
+        "sync_retention": arguments.sync_retention,
+        "webhook_delay": arguments.webhook_delay,
+        "faults": Faults(rules, seed=arguments.fault_seed),
+        "isolation": arguments.isolation,
+        "worker": arguments.worker,
+        "stop_grace": arguments.stop_grace,
+    }
+
+
 def command_serve(arguments: argparse.Namespace) -> int:
     """Run the local endpoint until SIGINT or SIGTERM; return the exit code."""
     from ._endpoint import LocalEndpoint
@@ -244,23 +273,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"rxrunpod serve: {error}", file=sys.stderr)
         return 2
-    options: dict[str, Any] = {
-        "workers": arguments.workers,
-        "min_workers": arguments.min_workers,
-        "max_workers": arguments.max_workers,
-        "idle_timeout": arguments.idle_timeout,
-        "cold_start": arguments.cold_start,
-        "api_key": _api_key(arguments),
-        "host": arguments.host,
-        "port": arguments.port,
-        "return_aggregate_stream": arguments.return_aggregate_stream,
-        "retention": arguments.retention,
-        "sync_retention": arguments.sync_retention,
-        "webhook_delay": arguments.webhook_delay,
-        "faults": Faults(rules, seed=arguments.fault_seed),
-        "isolation": arguments.isolation,
-        "worker": arguments.worker,
-    }
+    options = _endpoint_options(arguments, rules)
     try:
         endpoint = LocalEndpoint(arguments.handler, **options)
     except Exception as error:

@@ -170,3 +170,20 @@ def test_serve_help_names_key_variable(capsys: pytest.CaptureFixture[str]) -> No
         build_parser().parse_args(["serve", "--help"])
 
     assert "RXRUNPOD_LOCAL_API_KEY" in capsys.readouterr().out
+
+
+def test_serve_passes_stop_grace_on() -> None:
+    from rxrunpod.local._command import _endpoint_options
+
+    given = build_parser().parse_args(["serve", "h.py", "--stop-grace", "0.5"])
+    default = build_parser().parse_args(["serve", "h.py"])
+
+    assert _endpoint_options(given, [])["stop_grace"] == 0.5
+    assert _endpoint_options(default, [])["stop_grace"] == 2.0
+
+
+def test_serve_rejects_negative_stop_grace(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "h.py", "--stop-grace", "-1"])
+
+    assert "expected 0 or more seconds, got -1" in capsys.readouterr().err
