@@ -55,9 +55,14 @@ class Job:
     however many subscribe, one poller per job requests its status.
 
     ``submitted`` is True for jobs this process submitted (through
-    ``ep.run``): then ``cancel_on_dispose`` defaults to True, so disposing the
-    last subscription that watches the job before it ends cancels it on the
-    server. For ``ep.job(job_id)`` it defaults to False.
+    ``ep.run``). Then ``output()`` and ``stream()``, which consume the
+    result, default to ``cancel_on_dispose=True``: when such a subscription
+    is disposed before the job ends, the job is cancelled on the server as
+    soon as no subscription watches it any more. So taking the first tokens
+    of a stream stops the generation and its GPU time. ``updates()``, which
+    only watches, defaults to False, so peeking at the first state leaves the
+    job running. For ``ep.job(job_id)`` every default is False. Pass
+    ``cancel_on_dispose=`` to any of the three to choose.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Job:
         self._latest = state
         self._final = state is not None and state.is_final
         self._watchers = 0
+        self._cancel_requested = False
         self._cancel_sent = False
         self._unknown_logged = False
         self._shared_updates: SharedPoll[JobState] = SharedPoll(
@@ -110,8 +116,12 @@ class Job:
         status string is emitted as ``JobStatus.UNKNOWN`` with its raw text.
         With ``poll`` or ``scheduler`` given, this subscription gets a poller of
         its own instead of the shared one.
+
+        Disposing leaves the job running unless ``cancel_on_dispose=True``
+        (default False, also for submitted jobs), so
+        ``job.updates().pipe(ops.first())`` only peeks.
         """
-        cancel = self.submitted if cancel_on_dispose is None else cancel_on_dispose
+        cancel = bool(cancel_on_dispose)
 
         def subscribe(
             observer: abc.ObserverBase[JobState], _: abc.SchedulerBase | None = None
@@ -187,6 +197,8 @@ class Job:
         ``JobCancelled`` and ``JobTimedOut`` carrying the final ``JobState``.
         When ``timeout`` seconds pass first, ``WaitTimeout`` (a
         ``TimeoutError``) arrives; the job keeps running on the server.
+        Disposing before the end cancels the job when ``cancel_on_dispose``
+        is True, the default for jobs this process submitted.
         """
         cancel = self.submitted if cancel_on_dispose is None else cancel_on_dispose
         chosen = scheduler or self.endpoint.scheduler
@@ -215,6 +227,9 @@ class Job:
         stream (``return_aggregate_stream``); otherwise the stream ends with
         ``StreamItemsLost``. Each subscription reads the stream anew: two
         subscribers split the items between them, so share one with ``share()``.
+        Disposing before the end cancels the job when ``cancel_on_dispose``
+        is True, the default for jobs this process submitted: ``ops.take(3)``
+        stops the generation after three items.
         """
         cancel = self.submitted if cancel_on_dispose is None else cancel_on_dispose
         chosen = scheduler or self.endpoint.scheduler
@@ -297,9 +312,14 @@ class Job:
             self._watchers += 1
 
     def _unwatch(self, *, cancel: bool) -> None:
+        # A subscription that asked to cancel may leave while a watch-only one
+        # stays; the cancel then waits for the last subscription, whatever its flag.
         with self._lock:
             self._watchers -= 1
-            cancel = cancel and self._watchers == 0 and not self._final
+            self._cancel_requested = self._cancel_requested or cancel
+            cancel = self._cancel_requested and self._watchers == 0 and not self._final
+            if self._watchers == 0:
+                self._cancel_requested = False
         if cancel:
             self._cancel_once("its last subscription was disposed before the job ended")
 

@@ -152,7 +152,7 @@ def test_pool_threads_retire_after_tracked_jobs_disposed() -> None:
         assert isinstance(pool, IoScheduler)
         jobs = [endpoint.run({"sleep": 20}).run() for _ in range(200)]
         seen: list[Any] = []
-        subscriptions = [job.updates().subscribe(seen.append) for job in jobs]
+        subscriptions = [job.updates(cancel_on_dispose=True).subscribe(seen.append) for job in jobs]
         assert wait_until(lambda: len(seen) >= 200, timeout=20)
         # How far the pool grows depends on the machine's load; it never passes 12.
         assert 1 < pool.threads <= 12

@@ -112,7 +112,7 @@ def test_cancel_ends_a_running_job(local: Endpoint) -> None:
 
 def test_dispose_cancels_job_on_server(local: Endpoint) -> None:
     job = local.run({"text": "d", "sleep": 3.0}).run()
-    subscription = job.updates().subscribe()
+    subscription = job.output().subscribe(on_error=lambda _error: None)
     time.sleep(0.2)
 
     subscription.dispose()
