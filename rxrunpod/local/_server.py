@@ -17,6 +17,7 @@ from ._engine import Engine
 from ._faults import FaultRule, Faults, Stats
 from ._jobs import JobPolicy, LocalJob
 from ._openai import handle_openai
+from ._output import MAX_JSON_DEPTH, too_deep
 from ._webhooks import WebhookSender
 
 __all__ = ["MAX_BODY", "RUNSYNC_BODY_LIMIT", "RUN_BODY_LIMIT", "LocalServer", "json_response"]
@@ -47,6 +48,8 @@ _FINAL = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
 )
 _RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.TIMED_OUT})
+# Stands for a body json.loads could not parse for its depth.
+_TOO_DEEP = object()
 
 
 class BadRequest(Exception):
@@ -208,9 +211,18 @@ class LocalServer:
                 400, f"/{route} needs a JSON body with an 'input' field; the body was empty"
             )
         try:
-            return json.loads(body, parse_constant=_reject_constant)
+            document = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as error:
             raise BadRequest(400, f"request body is not valid JSON: {error}") from None
+        except RecursionError:
+            document = _TOO_DEEP
+        if document is _TOO_DEEP or too_deep(document, body):
+            raise BadRequest(
+                400,
+                f"request body is nested more than {MAX_JSON_DEPTH} levels deep, the limit of "
+                "the local endpoint; flatten the input",
+            )
+        return document
 
     def _job_request(self, document: Any, route: str) -> tuple[Any, JobPolicy, str | None]:
         if not isinstance(document, dict):
