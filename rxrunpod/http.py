@@ -587,12 +587,16 @@ class HttpClient:
             )
         if status >= 500:
             retry_after = _retry_after(response.headers.get("Retry-After"))
-            too_long = ""
-            if retry_after is not None and retry_after > self.retry.max_retry_after:
-                too_long = f" {self._retry_advice(retry_after)}"
+            not_resent = _not_resent_advice(method, path)
+            if not_resent is not None:
+                advice = not_resent
+            elif retry_after is not None and retry_after > self.retry.max_retry_after:
+                advice = f"Try again later, {self._retry_advice(retry_after)}"
+            else:
+                advice = "Try again later."
             return ServerError(
                 f"{request} returned {status_line}{detail}. The endpoint failed to handle the "
-                f"request; try again later.{too_long}",
+                f"request. {advice}",
                 retry_after=retry_after,
                 **context,
             )
@@ -643,6 +647,7 @@ class HttpClient:
     ) -> RequestError:
         request = f"{method} {self._log_path(path)}"
         host = urllib.parse.urlsplit(self.base_url).netloc
+        not_resent = _not_resent_advice(method, path)
         if request_not_sent(error):
             what = f"could not connect to {host} ({_root_cause(error)})"
             advice = "Check that the endpoint is running and that the base URL is right."
@@ -652,13 +657,19 @@ class HttpClient:
             what = f"got no response from {host} within the read timeout of {read:g} s per attempt"
             advice = (
                 "The request may have reached the server; raise timeout= if the server is slow."
+                if not_resent is None
+                else f"{not_resent} Raise timeout= if the server is slow."
             )
         elif isinstance(error, requests.exceptions.InvalidHeader):
             what = f"was not sent because a header is invalid ({_root_cause(error)})"
             advice = "Check api_key / RUNPOD_API_KEY for stray characters."
         else:
             what = f"lost the connection to {host} ({_root_cause(error)})"
-            advice = "The request may have reached the server; try again."
+            advice = (
+                not_resent
+                if not_resent is not None
+                else "The request may have reached the server; try again."
+            )
         return RequestError(
             self._scrub(f"{request} {what}. {advice}"), **self._context(method, path, None, None)
         )
@@ -724,6 +735,33 @@ class HttpClient:
         for form in self._key_forms():
             content = content.replace(form.encode(), b"<api key>")
         return content
+
+
+def _not_resent_advice(method: str, path: str) -> str | None:
+    """Explain a failed request that may have reached the server and is not resent, or None.
+
+    Covers the requests that change state on the server when repeated:
+    ``POST /run`` and ``/runsync`` (a second job), ``/retry`` (a second
+    requeue) and ``GET /stream`` (the server hands out each item once).
+    """
+    route = path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+    if method == "POST" and route in ("run", "runsync"):
+        return (
+            "The job may have been created anyway; it was not resubmitted, to avoid a "
+            "duplicate. Check the endpoint's queue (ep.health()), or submit the payload "
+            "again if a duplicate job is acceptable."
+        )
+    if method == "POST" and route == "retry":
+        return (
+            "The job may have been requeued anyway; it was not retried again, to avoid a "
+            "second run. Check the job's status before sending /retry again."
+        )
+    if method == "GET" and route == "stream":
+        return (
+            "The lost response may have carried stream items, which the server does not "
+            "hand out again."
+        )
+    return None
 
 
 def _pooled_session(pool_size: int) -> requests.Session:

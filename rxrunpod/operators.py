@@ -11,7 +11,9 @@ not yet final at any moment::
 Each ``run_each`` subscription submits every payload once, so subscribing
 twice runs the batch twice; use ``share()`` to feed several consumers.
 Disposing the subscription cancels every job still in flight on the server
-and submits no more.
+and submits no more. With ``submit_errors="emit"`` a payload whose
+``POST /run`` failed arrives as a ``SubmissionFailed`` record instead of
+ending the batch.
 
 The other operators fold such a stream: ``outputs()`` keeps the output of
 each COMPLETED state, ``summarize()`` keeps a running tally with latency
@@ -27,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
@@ -38,7 +40,7 @@ from reactivex.disposable import (
     SingleAssignmentDisposable,
 )
 
-from .errors import WaitTimeout
+from .errors import AuthenticationError, EndpointNotFound, WaitTimeout
 from .job import job_error
 from .models import JobState, JobStatus
 from .openai import collect_text, texts
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobUpdate",
+    "SubmissionFailed",
+    "SubmitErrors",
     "Summary",
     "collect_text",
     "outputs",
@@ -59,6 +63,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+SubmitErrors = Literal["raise", "emit"]
+"""Choice of ``run_each`` for a failed ``POST /run``: end the batch, or emit a record and go on."""
 
 logger = logging.getLogger("rxrunpod.operators")
 
@@ -88,28 +95,92 @@ class JobUpdate:
     deadline_passed: bool = False
 
 
+@dataclass(frozen=True)
+class SubmissionFailed:
+    """A payload that could not be submitted, as ``run_each(..., submit_errors="emit")`` emits it.
+
+    ``index`` is the payload's position in the input stream, from 0, and
+    ``error`` what the submission raised: ``TypeError`` or ``ValueError``
+    for a payload JSON cannot carry (nothing was sent), or an ``APIError``
+    such as ``ServerError`` for a 503. After an error response or a lost
+    connection the job may exist on the server anyway. The payload was not
+    resubmitted, because a second ``POST /run`` could run it twice: check
+    the endpoint's queue, or resubmit it yourself if a duplicate is acceptable.
+    """
+
+    index: int
+    payload: Any = field(repr=False)
+    error: Exception
+
+
+@overload
+def run_each_updates(
+    endpoint: Endpoint,
+    *,
+    max_concurrent: int = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    submit_errors: Literal["raise"] = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobUpdate]]: ...
+
+
+@overload
+def run_each_updates(
+    endpoint: Endpoint,
+    *,
+    max_concurrent: int = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    submit_errors: Literal["emit"],
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobUpdate | SubmissionFailed]]: ...
+
+
+@overload
+def run_each_updates(
+    endpoint: Endpoint,
+    *,
+    max_concurrent: int = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    submit_errors: SubmitErrors,
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobUpdate | SubmissionFailed]]: ...
+
+
 def run_each_updates(
     endpoint: Endpoint,
     *,
     max_concurrent: int = 16,
     timeout: float | None = None,
     retries: int = 0,
+    submit_errors: SubmitErrors = "raise",
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[Any]], Observable[JobUpdate]]:
+) -> Callable[[Observable[Any]], Observable[Any]]:
     """Submit each payload as a job and emit every state each job goes through.
 
     This is ``run_each`` with its inner detail visible: for each payload, a
     ``JobUpdate`` per observed state (IN_QUEUE, IN_PROGRESS, ...), ending with
     one whose ``final`` is True. Updates of different payloads interleave in
-    the order they are observed. Parameters are those of ``run_each``.
+    the order they are observed. With ``submit_errors="emit"``, a payload
+    whose submission failed gets one ``SubmissionFailed`` instead. Parameters
+    are those of ``run_each``.
     """
     _check_limits(max_concurrent, timeout, retries)
+    _check_submit_errors(submit_errors)
 
-    def operator(payloads: Observable[Any]) -> Observable[JobUpdate]:
-        def track(item: tuple[int, Any]) -> Observable[JobUpdate]:
+    def operator(payloads: Observable[Any]) -> Observable[Any]:
+        def track(item: tuple[int, Any]) -> Observable[JobUpdate | SubmissionFailed]:
             index, payload = item
             return _track_job(
-                endpoint, index, payload, timeout=timeout, retries=retries, scheduler=scheduler
+                endpoint,
+                index,
+                payload,
+                timeout=timeout,
+                retries=retries,
+                emit_submit_errors=submit_errors == "emit",
+                scheduler=scheduler,
             )
 
         return payloads.pipe(
@@ -121,6 +192,48 @@ def run_each_updates(
     return operator
 
 
+@overload
+def run_each(
+    endpoint: Endpoint,
+    max_concurrent: int = ...,
+    keep_order: bool = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    *,
+    raise_failures: bool = ...,
+    submit_errors: Literal["raise"] = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobState]]: ...
+
+
+@overload
+def run_each(
+    endpoint: Endpoint,
+    max_concurrent: int = ...,
+    keep_order: bool = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    *,
+    raise_failures: bool = ...,
+    submit_errors: Literal["emit"],
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobState | SubmissionFailed]]: ...
+
+
+@overload
+def run_each(
+    endpoint: Endpoint,
+    max_concurrent: int = ...,
+    keep_order: bool = ...,
+    timeout: float | None = ...,
+    retries: int = ...,
+    *,
+    raise_failures: bool = ...,
+    submit_errors: SubmitErrors,
+    scheduler: abc.SchedulerBase | None = ...,
+) -> Callable[[Observable[Any]], Observable[JobState | SubmissionFailed]]: ...
+
+
 def run_each(
     endpoint: Endpoint,
     max_concurrent: int = 16,
@@ -129,8 +242,9 @@ def run_each(
     retries: int = 0,
     *,
     raise_failures: bool = False,
+    submit_errors: SubmitErrors = "raise",
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[Any]], Observable[JobState]]:
+) -> Callable[[Observable[Any]], Observable[Any]]:
     """Submit each payload as a job and emit its final ``JobState``.
 
     - ``max_concurrent``: at most this many jobs are submitted and not yet
@@ -146,6 +260,14 @@ def run_each(
       emitted as a state like any other. When True, the first such state ends
       the stream with its ``JobError`` (``WaitTimeout`` for a passed
       ``timeout``), and the jobs still in flight are cancelled.
+    - ``submit_errors``: what a failed submission of one payload does. With
+      ``"raise"`` (the default) its error ends the stream and cancels the
+      jobs in flight. With ``"emit"`` a ``SubmissionFailed`` record (index,
+      payload, error) is emitted in that payload's place and the batch goes
+      on. ``raise_failures`` does not turn that record into an error. The payload is
+      never resubmitted, because its ``POST /run`` may have created a job.
+      ``AuthenticationError`` and ``EndpointNotFound`` still end the stream,
+      as every later payload would fail the same way.
     - ``scheduler``: the clock of ``timeout``; the endpoint's timer by default.
 
     Errors that are not job outcomes (connection, authentication, rate limit
@@ -153,15 +275,17 @@ def run_each(
     cancel the jobs in flight. Disposing the subscription does the same.
     """
     _check_limits(max_concurrent, timeout, retries)
-    track = run_each_updates(
+    _check_submit_errors(submit_errors)
+    track: Callable[[Observable[Any]], Observable[Any]] = run_each_updates(
         endpoint,
         max_concurrent=max_concurrent,
         timeout=timeout,
         retries=retries,
+        submit_errors=submit_errors,
         scheduler=scheduler,
     )
 
-    def operator(payloads: Observable[Any]) -> Observable[JobState]:
+    def operator(payloads: Observable[Any]) -> Observable[Any]:
         finals = payloads.pipe(track, ops.filter(_is_final_update))
         if keep_order:
             finals = finals.pipe(_reorder())
@@ -172,15 +296,17 @@ def run_each(
     return operator
 
 
-def outputs(*, raise_failures: bool = False) -> Callable[[Observable[JobState]], Observable[Any]]:
+def outputs(
+    *, raise_failures: bool = False
+) -> Callable[[Observable[JobState | SubmissionFailed]], Observable[Any]]:
     """Emit the ``output`` of each COMPLETED state.
 
-    Other final states are dropped, or, with ``raise_failures=True``, end
-    the stream with their ``JobError`` (``JobFailed``, ``JobCancelled``,
-    ``JobTimedOut``).
+    Other final states and ``SubmissionFailed`` records are dropped, or, with
+    ``raise_failures=True``, end the stream with their error (``JobFailed``,
+    ``JobCancelled``, ``JobTimedOut``, or the submission's error).
     """
 
-    def operator(states: Observable[JobState]) -> Observable[Any]:
+    def operator(states: Observable[JobState | SubmissionFailed]) -> Observable[Any]:
         if raise_failures:
             return states.pipe(ops.map(_output_or_raise))
         return states.pipe(ops.filter(_is_completed), ops.map(_output_of))
@@ -195,11 +321,14 @@ class Summary:
     ``latencies`` holds, for each COMPLETED job that reported them, the
     server's ``delayTime`` plus ``executionTime`` in seconds: the time from
     submission to result, as the endpoint measured it.
+    ``submission_failed`` counts ``SubmissionFailed`` records, which
+    ``total`` includes.
     """
 
     total: int = 0
     counts: Mapping[JobStatus, int] = field(default_factory=dict)
     latencies: tuple[float, ...] = ()
+    submission_failed: int = 0
 
     @property
     def completed(self) -> int:
@@ -244,34 +373,49 @@ class Summary:
         """95th percentile latency in seconds of completed jobs."""
         return self.percentile(95)
 
-    def add(self, state: JobState) -> Summary:
+    def add(self, state: JobState | SubmissionFailed) -> Summary:
         """Return a new summary that also counts ``state``."""
+        if isinstance(state, SubmissionFailed):
+            return Summary(
+                total=self.total + 1,
+                counts=self.counts,
+                latencies=self.latencies,
+                submission_failed=self.submission_failed + 1,
+            )
         counts = dict(self.counts)
         counts[state.status] = counts.get(state.status, 0) + 1
         latencies = self.latencies
         latency = _server_latency(state)
         if state.status is JobStatus.COMPLETED and latency is not None:
             latencies = (*latencies, latency)
-        return Summary(total=self.total + 1, counts=counts, latencies=latencies)
+        return Summary(
+            total=self.total + 1,
+            counts=counts,
+            latencies=latencies,
+            submission_failed=self.submission_failed,
+        )
 
     def __str__(self) -> str:
         text = (
             f"{self.total} jobs: {self.completed} completed, {self.failed} failed, "
             f"{self.cancelled} cancelled, {self.timed_out} timed out"
         )
+        if self.submission_failed:
+            text += f", {self.submission_failed} not submitted"
         if self.p50 is not None and self.p95 is not None:
             text += f"; latency p50 {self.p50:.2f} s, p95 {self.p95:.2f} s"
         return text
 
 
-def summarize() -> Callable[[Observable[JobState]], Observable[Summary]]:
+def summarize() -> Callable[[Observable[JobState | SubmissionFailed]], Observable[Summary]]:
     """Emit a running ``Summary`` after each final state; pipe ``ops.last()`` for the total.
 
     States that are not final (IN_QUEUE, IN_PROGRESS) are ignored, so the
-    operator can also sit behind ``job.updates()`` streams.
+    operator can also sit behind ``job.updates()`` streams. ``SubmissionFailed``
+    records count in ``total`` and ``submission_failed``.
     """
 
-    def operator(states: Observable[JobState]) -> Observable[Summary]:
+    def operator(states: Observable[JobState | SubmissionFailed]) -> Observable[Summary]:
         return states.pipe(ops.filter(_is_final_state), ops.scan(_add_to_summary, Summary()))
 
     return operator
@@ -290,27 +434,32 @@ def _check_limits(max_concurrent: int, timeout: float | None, retries: int) -> N
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
 
 
-def _is_final_update(update: JobUpdate) -> bool:
-    return update.final
+def _check_submit_errors(submit_errors: str) -> None:
+    if submit_errors not in ("raise", "emit"):
+        raise ValueError(f'submit_errors must be "raise" or "emit", got {submit_errors!r}')
 
 
-def _state_of(update: JobUpdate) -> JobState:
-    return update.state
+def _is_final_update(update: JobUpdate | SubmissionFailed) -> bool:
+    return isinstance(update, SubmissionFailed) or update.final
 
 
-def _is_completed(state: JobState) -> bool:
-    return state.status is JobStatus.COMPLETED
+def _state_of(update: JobUpdate | SubmissionFailed) -> JobState | SubmissionFailed:
+    return update if isinstance(update, SubmissionFailed) else update.state
 
 
-def _is_final_state(state: JobState) -> bool:
-    return state.is_final
+def _is_completed(state: JobState | SubmissionFailed) -> bool:
+    return isinstance(state, JobState) and state.status is JobStatus.COMPLETED
 
 
-def _output_of(state: JobState) -> Any:
-    return state.output
+def _is_final_state(state: JobState | SubmissionFailed) -> bool:
+    return isinstance(state, SubmissionFailed) or state.is_final
 
 
-def _add_to_summary(summary: Summary, state: JobState) -> Summary:
+def _output_of(state: JobState | SubmissionFailed) -> Any:
+    return state.output if isinstance(state, JobState) else None
+
+
+def _add_to_summary(summary: Summary, state: JobState | SubmissionFailed) -> Summary:
     return summary.add(state)
 
 
@@ -320,13 +469,17 @@ def _server_latency(state: JobState) -> float | None:
     return (state.delay_time + state.execution_time) / 1000.0
 
 
-def _output_or_raise(state: JobState) -> Any:
+def _output_or_raise(state: JobState | SubmissionFailed) -> Any:
+    if isinstance(state, SubmissionFailed):
+        raise state.error
     if state.is_final and state.status is not JobStatus.COMPLETED:
         raise job_error(state)
     return state.output
 
 
-def _raise_unless_completed(update: JobUpdate) -> JobUpdate:
+def _raise_unless_completed(update: JobUpdate | SubmissionFailed) -> JobUpdate | SubmissionFailed:
+    if isinstance(update, SubmissionFailed):
+        return update
     state = update.state
     if update.deadline_passed and state.status is not JobStatus.COMPLETED:
         raise WaitTimeout(
@@ -339,17 +492,20 @@ def _raise_unless_completed(update: JobUpdate) -> JobUpdate:
     return update
 
 
-def _reorder() -> Callable[[Observable[JobUpdate]], Observable[JobUpdate]]:
+_Indexed = TypeVar("_Indexed", JobUpdate, JobUpdate | SubmissionFailed)
+
+
+def _reorder() -> Callable[[Observable[_Indexed]], Observable[_Indexed]]:
     """Emit final updates in ``index`` order, holding early arrivals until their turn."""
 
-    def operator(updates: Observable[JobUpdate]) -> Observable[JobUpdate]:
+    def operator(updates: Observable[_Indexed]) -> Observable[_Indexed]:
         def subscribe(
-            observer: abc.ObserverBase[JobUpdate], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[_Indexed], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            waiting: dict[int, JobUpdate] = {}
+            waiting: dict[int, _Indexed] = {}
             next_index = 0
 
-            def on_next(update: JobUpdate) -> None:
+            def on_next(update: _Indexed) -> None:
                 nonlocal next_index
                 waiting[update.index] = update
                 while next_index in waiting:
@@ -484,12 +640,14 @@ def _track_job(
     *,
     timeout: float | None,
     retries: int,
+    emit_submit_errors: bool,
     scheduler: abc.SchedulerBase | None,
-) -> Observable[JobUpdate]:
+) -> Observable[JobUpdate | SubmissionFailed]:
     """Submit one payload and follow its job to a final state, with retries and a deadline."""
 
     def subscribe(
-        observer: abc.ObserverBase[JobUpdate], _: abc.SchedulerBase | None = None
+        observer: abc.ObserverBase[JobUpdate | SubmissionFailed],
+        _: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
         clock = scheduler or endpoint.timer_scheduler
         started = clock.now
@@ -527,6 +685,19 @@ def _track_job(
                 done = True
                 observer.on_error(error)
             deadline.dispose()
+
+        def on_submit_error(error: Exception) -> None:
+            nonlocal done
+            if not emit_submit_errors or isinstance(error, AuthenticationError | EndpointNotFound):
+                fail(error)
+                return
+            logger.warning("payload %d was not submitted and is not resent: %s", index, error)
+            with lock:
+                if done:
+                    return
+                done = True
+                observer.on_next(SubmissionFailed(index, payload, error))
+                observer.on_completed()
 
         def on_job(submitted: Job) -> None:
             nonlocal job
@@ -611,7 +782,16 @@ def _track_job(
                     )
                 )
 
-        submission = endpoint.run(payload).subscribe(on_job, fail)
+        submission: abc.DisposableBase = Disposable()
+        try:
+            submitting = endpoint.run(payload)
+        except (TypeError, ValueError) as error:
+            # The payload cannot be encoded as JSON, so nothing was sent.
+            if not emit_submit_errors:
+                raise
+            on_submit_error(error)
+            return Disposable(dispose)
+        submission = submitting.subscribe(on_job, on_submit_error)
         return Disposable(dispose)
 
     return Observable(subscribe)
