@@ -133,6 +133,7 @@ class _Channel(Generic[_T]):
         self.subscription = SingleAssignmentDisposable()
         self._lock = threading.Lock()
         self._items: collections.deque[_T] = collections.deque()
+        self._arrived_since_take = 0
         self._end: BaseException | _Completed | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -140,15 +141,10 @@ class _Channel(Generic[_T]):
         with self._lock:
             if self._end is not None:
                 return
+            self._arrived_since_take += 1
             overflow = len(self._items) >= self.buffer_size
             if overflow:
-                self._end = BufferOverflow(
-                    f"iterate(): the source emitted more than {self.buffer_size} items that the "
-                    "consumer had not taken yet, so the subscription was disposed. Consume faster, "
-                    "pass a larger buffer_size=, or drop items on purpose before iterate() "
-                    "(for example with ops.sample or ops.throttle_first).",
-                    buffer_size=self.buffer_size,
-                )
+                self._end = BufferOverflow(self._overflow_message(), buffer_size=self.buffer_size)
             else:
                 self._items.append(value)
             waiter = self._take_waiter()
@@ -160,6 +156,28 @@ class _Channel(Generic[_T]):
             self.subscription.dispose()
         if waiter is not None:
             _call_on_loop(self.loop, _resolve, waiter, None)
+
+    def _overflow_message(self) -> str:
+        """Describe an overflow; lock held."""
+        arrived = self._arrived_since_take
+        if arrived > self.buffer_size:
+            cause = (
+                f"{arrived} items arrived while the consumer took none, more than "
+                f"buffer_size={self.buffer_size}"
+            )
+        else:
+            cause = (
+                f"the consumer fell behind: {len(self._items)} items were still waiting, "
+                f"the limit of buffer_size={self.buffer_size}, when another arrived"
+            )
+        return (
+            f"iterate(): {cause}, so the subscription was disposed and this error follows "
+            "the buffered items instead of dropping any. A source can emit many items in "
+            "one burst (one /stream response can carry many chunks), and they arrive faster "
+            "than any consumer takes them, so buffer_size must exceed the largest burst: "
+            "pass a larger buffer_size=. To drop items on purpose instead, put ops.sample "
+            "or ops.throttle_first before iterate()."
+        )
 
     def on_error(self, error: Exception) -> None:
         self._finish(error)
@@ -187,6 +205,7 @@ class _Channel(Generic[_T]):
         """
         with self._lock:
             if self._items:
+                self._arrived_since_take = 0
                 return "item", self._items.popleft()
             if self._end is not None:
                 return "end", self._end
@@ -280,9 +299,12 @@ def iterate(
     """Iterate over the items of ``source`` with ``async for``, on the running loop's thread.
 
     Items wait in a buffer of at most ``buffer_size`` until the loop takes
-    them. When a slow consumer lets the buffer fill up, the subscription is
-    disposed and, after the buffered items, ``BufferOverflow`` is raised: no
-    item is dropped silently. An error from the source is raised after the
+    them. When the buffer fills up, the subscription is disposed and, after
+    the buffered items, ``BufferOverflow`` is raised: no item is dropped
+    silently. Items often arrive in bursts that no consumer can keep up
+    with, because one ``/stream`` response can carry many chunks, and they
+    are emitted together. So ``buffer_size`` must exceed the largest burst
+    the source can emit, whatever the consumer's speed. An error from the source is raised after the
     items emitted before it. Leaving the loop early, ``aclose()`` or
     cancelling the task disposes the subscription::
 

@@ -150,6 +150,23 @@ def test_iterate_overflow_raises_after_buffered_items_and_disposes() -> None:
     assert received == list(range(len(received)))
 
 
+def test_iterate_overflow_message_names_burst_and_fix() -> None:
+    burst = reactivex.from_iterable(range(50))
+
+    async def main() -> BufferOverflow:
+        with pytest.raises(BufferOverflow) as caught:
+            async for _ in iterate(burst, buffer_size=10):
+                pass
+        return caught.value
+
+    message = str(asyncio.run(main()))
+
+    assert "11 items arrived while the consumer took none" in message
+    assert "buffer_size=10" in message
+    assert "one burst" in message
+    assert "Consume faster" not in message
+
+
 def test_iterate_early_break_disposes_at_once(runner: Any) -> None:
     source = ThreadedSource(range(1000), delay=0.001, complete=False)
 
