@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -29,6 +30,10 @@ def _non_negative_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    # float() also reads "nan" and "inf"; an infinite cold start would leave every worker
+    # initializing with nothing to say why.
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
     return value

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 import threading
 import time
@@ -58,6 +59,13 @@ def bind_address(host: str, port: int) -> BindAddress:
     except ValueError:
         loopback = False
     return family, address, loopback
+
+
+def _check_seconds(**durations: float) -> None:
+    """Raise ``ValueError`` naming the first duration that is negative, NaN or infinite."""
+    for name, value in durations.items():
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number of 0 or more seconds, got {value!r}")
 
 
 class LocalEndpoint:
@@ -121,6 +129,14 @@ class LocalEndpoint:
         stop_grace: float = 2.0,
         max_abandoned_threads: int = 8,
     ) -> None:
+        _check_seconds(
+            cold_start=cold_start,
+            idle_timeout=idle_timeout,
+            retention=retention,
+            sync_retention=sync_retention,
+            webhook_delay=webhook_delay,
+            stop_grace=stop_grace,
+        )
         self._process: ProcessPool | None = None
         isolation = isolation or ("process" if worker == "runpod" else "thread")
         if isolation not in ISOLATION_MODES:
@@ -152,16 +168,11 @@ class LocalEndpoint:
                 "need 0 <= min_workers <= max_workers and max_workers >= 1, "
                 f"got min_workers={minimum} and max_workers={maximum}"
             )
-        if cold_start < 0 or idle_timeout < 0 or retention < 0 or sync_retention < 0:
-            raise ValueError(
-                "cold_start, idle_timeout, retention and sync_retention must be 0 or more seconds"
-            )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be from 0 to 65535 (0 picks a free one), got {port}")
-        if stop_grace < 0 or max_abandoned_threads < 0:
+        if max_abandoned_threads < 0:
             raise ValueError(
-                "stop_grace must be 0 or more seconds and max_abandoned_threads 0 or more, "
-                f"got {stop_grace} and {max_abandoned_threads}"
+                f"max_abandoned_threads must be 0 or more, got {max_abandoned_threads}"
             )
         self.settings = EngineSettings(
             min_workers=minimum,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import Counter
@@ -62,8 +63,11 @@ class FaultRule:
                 )
         if self.times is not None and self.times < 0:
             raise ValueError(f"fault times must be 0 or more, got {self.times}")
-        if self.retry_after < 0 or self.delay < 0:
-            raise ValueError("fault retry_after and delay must be 0 or more seconds")
+        for name, value in (("retry_after", self.retry_after), ("delay", self.delay)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"fault {name} must be a finite number of 0 or more seconds, got {value!r}"
+                )
 
     @property
     def status(self) -> int | None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -187,3 +188,55 @@ def test_serve_rejects_negative_stop_grace(capsys: pytest.CaptureFixture[str]) -
         build_parser().parse_args(["serve", "h.py", "--stop-grace", "-1"])
 
     assert "expected 0 or more seconds, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--cold-start",
+        "--idle-timeout",
+        "--retention",
+        "--sync-retention",
+        "--webhook-delay",
+        "--stop-grace",
+        "--retry-after",
+        "--slow-delay",
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-0.5"])
+def test_serve_rejects_bad_seconds(
+    capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    from rxrunpod.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", str(HANDLER), f"{option}={value}"])
+
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}:" in error
+    assert f"got {value}" in error
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["cold_start", "idle_timeout", "retention", "sync_retention", "webhook_delay", "stop_grace"],
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_endpoint_rejects_bad_seconds(keyword: str, value: float) -> None:
+    from rxrunpod.local import LocalEndpoint
+
+    options: dict[str, Any] = {keyword: value}
+    with pytest.raises(ValueError, match=f"{keyword} must be a finite number") as raised:
+        LocalEndpoint(str(HANDLER), **options)
+
+    assert repr(value) in str(raised.value)
+
+
+@pytest.mark.parametrize("keyword", ["retry_after", "delay"])
+def test_fault_rule_rejects_infinite_seconds(keyword: str) -> None:
+    from rxrunpod.local import FaultRule
+
+    options: dict[str, Any] = {keyword: float("inf")}
+    with pytest.raises(ValueError, match=f"fault {keyword} must be a finite number"):
+        FaultRule("429", **options)
