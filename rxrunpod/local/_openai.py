@@ -9,6 +9,12 @@ dict becomes one ``data: {json}`` event and a list one event per element;
 first yielded item (or the return value) is the JSON response body. An item shaped
 like OpenAI's error (``{"object": "error", "code": 400, ...}``) becomes an
 answer with that status.
+
+Every error the endpoint itself answers on this route (bad body, wrong key,
+injected fault, failed job) has OpenAI's shape, ``{"error": {"message",
+"type", "param", "code"}}``, which the ``openai`` client reads its message
+from. A handler exception is told as its type and message; its traceback goes
+to the server log only.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -27,7 +34,7 @@ from ._jobs import JobPolicy, LocalJob
 if TYPE_CHECKING:
     from ._server import LocalServer
 
-__all__ = ["handle_openai"]
+__all__ = ["handle_openai", "openai_error"]
 
 logger = logging.getLogger("rxrunpod.local")
 
@@ -74,13 +81,45 @@ async def _wait(job: LocalJob, server: LocalServer, done: Any) -> None:
         await job.wait_change(_WAIT_SLICE)
 
 
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    """Return OpenAI's error document for a response with ``status``."""
+    if status == 401:
+        kind = "authentication_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
 def _failure(job: LocalJob) -> web.Response | None:
     from ._server import json_response
 
     if job.status is JobStatus.COMPLETED:
         return None
-    message = job.error or f"the job ended {job.status.value}"
-    return json_response({"error": {"message": message, "type": "server_error", "code": 500}}, 500)
+    return json_response(openai_error(500, _failure_message(job)), 500)
+
+
+def _failure_message(job: LocalJob) -> str:
+    """Say why ``job`` did not complete; log a handler's traceback instead of returning it."""
+    if job.error is None:
+        return f"the job ended {job.status.value}"
+    try:
+        detail = json.loads(job.error)
+    except ValueError:
+        return job.error
+    if not isinstance(detail, dict) or "error_message" not in detail:
+        return job.error
+    traceback = detail.get("error_traceback")
+    if traceback:
+        logger.warning("OpenAI job %s failed in the handler:\n%s", job.id, traceback)
+    kind = str(detail.get("error_type", ""))
+    match = re.fullmatch(r"<class '(.+)'>", kind)
+    name = match.group(1) if match else kind
+    message = str(detail["error_message"])
+    return f"{name}: {message}" if name else message
 
 
 def _error_status(item: Any) -> int | None:
@@ -140,9 +179,7 @@ async def _stream(server: LocalServer, request: web.Request, job: LocalJob) -> w
                 break
             await job.wait_change(_WAIT_SLICE)
         if job.status is not JobStatus.COMPLETED:
-            error = {
-                "error": {"message": job.error or f"the job ended {job.status.value}", "code": 500}
-            }
+            error = openai_error(500, _failure_message(job))
             await response.write(b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n")
         elif not sent_done:
             await response.write(_DONE)

@@ -16,7 +16,7 @@ from rxrunpod.models import JobStatus
 from ._engine import Engine
 from ._faults import FaultRule, Faults, Stats
 from ._jobs import JobPolicy, LocalJob
-from ._openai import handle_openai
+from ._openai import handle_openai, openai_error
 from ._output import MAX_JSON_DEPTH, too_deep
 from ._webhooks import WebhookSender
 
@@ -74,9 +74,11 @@ def json_response(
 
 
 def _error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int, message: str, headers: dict[str, str] | None = None, route: str | None = None
 ) -> web.Response:
-    return json_response({"error": message}, status, headers)
+    """Answer with RunPod's ``{"error": message}``, or OpenAI's error shape on its route."""
+    document = openai_error(status, message) if route == "openai" else {"error": message}
+    return json_response(document, status, headers)
 
 
 class LocalServer:
@@ -138,13 +140,13 @@ class LocalServer:
         response: web.StreamResponse
         if not self._authorized(request):
             response = _error_response(
-                401, "missing or invalid API key; send 'Authorization: Bearer <key>'"
+                401, "missing or invalid API key; send 'Authorization: Bearer <key>'", route=route
             )
         else:
             try:
                 response = await handler(request)
             except BadRequest as error:
-                response = _error_response(error.status, error.message)
+                response = _error_response(error.status, error.message, route=route)
         if fault is not None and fault.after:
             late = await self._apply_fault(request, fault, route)
             if late is not None:
@@ -195,7 +197,7 @@ class LocalServer:
             502: "bad gateway (injected fault)",
             503: "service unavailable (injected fault); retry after the Retry-After delay",
         }
-        return _error_response(status, messages.get(status, "injected fault"), headers)
+        return _error_response(status, messages.get(status, "injected fault"), headers, route)
 
     # -- request parsing ---------------------------------------------------
 

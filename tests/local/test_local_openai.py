@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -106,3 +107,74 @@ def test_official_openai_client_streams_text(openai_endpoint: LocalEndpoint) -> 
         client.close()
     assert text == "The quick brown fox"
     assert openai_endpoint.stats.submissions == {"openai": 1}
+
+
+def assert_openai_error(response: requests.Response, status: int, fragment: str) -> None:
+    assert response.status_code == status
+    document = response.json()
+    assert set(document) == {"error"}
+    assert set(document["error"]) == {"message", "type", "param", "code"}
+    assert document["error"]["code"] == status
+    assert fragment in document["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+        (b"", "body was empty"),
+        pytest.param(b"[" * 1000 + b"]" * 1000, "nested more than 512 levels", id="too-deep"),
+    ],
+)
+def test_bad_openai_body_is_openai_error(
+    openai_endpoint: LocalEndpoint, http: requests.Session, body: bytes, fragment: str
+) -> None:
+    response = http.post(openai_url(openai_endpoint, "completions"), data=body)
+
+    assert_openai_error(response, 400, fragment)
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_openai_key_and_fault_errors_have_openai_shape(http: requests.Session) -> None:
+    with LocalEndpoint(openai_like.handler, workers=1, api_key="k-1") as endpoint:
+        unauthorized = http.get(openai_url(endpoint, "models"))
+        endpoint.faults.add(503, routes="openai")
+        unavailable = http.get(openai_url(endpoint, "models"), headers={"Authorization": "k-1"})
+
+    assert_openai_error(unauthorized, 401, "missing or invalid API key")
+    assert unauthorized.json()["error"]["type"] == "authentication_error"
+    assert_openai_error(unavailable, 503, "service unavailable")
+    assert unavailable.json()["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_handler_exception_gives_message_not_traceback(
+    openai_endpoint: LocalEndpoint,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    stream: bool,
+) -> None:
+    body = {"prompt": "x", "fail": True, "stream": stream}
+    with caplog.at_level(logging.WARNING, logger="rxrunpod.local"):
+        response = http.post(openai_url(openai_endpoint, "completions"), json=body)
+
+    assert_openai_error(response, 500, "RuntimeError: the model fell over")
+    assert response.json()["error"]["message"] == "RuntimeError: the model fell over"
+    assert "Traceback" not in response.text
+    assert "Traceback (most recent call last)" in caplog.text
+
+
+def test_official_client_reads_error_message(openai_endpoint: LocalEndpoint) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(
+        base_url=f"{openai_endpoint.base_url}/ep/openai/v1", api_key="unused", max_retries=0
+    )
+    try:
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.completions.create(model="words", prompt="x", extra_body={"fail": True})
+    finally:
+        client.close()
+
+    assert raised.value.message == "Error code: 500 - RuntimeError: the model fell over"
+    assert raised.value.type == "server_error"
