@@ -100,7 +100,8 @@ class LocalEndpoint:
     cancelled or timed out is abandoned: it is replaced, and ``/health``
     counts its thread as unhealthy until the handler returns. Once
     ``max_abandoned_threads`` such threads run, hung workers are kept (and
-    logged) instead of replaced.
+    logged) instead of replaced, and ``/health`` counts them as unhealthy, not
+    ready, until their handlers return.
     """
 
     def __init__(

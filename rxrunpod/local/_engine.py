@@ -249,6 +249,10 @@ class Engine:
         for slot in self._slots.values():
             if slot.state == "initializing" and slot.worker.unhealthy:
                 unhealthy += 1
+            elif slot.held_at_limit:
+                # Kept past max_abandoned_threads with a handler that ignored its cancel: it
+                # takes no work until the handler returns, so it is not counted as ready.
+                unhealthy += 1
             elif slot.state == "initializing":
                 initializing += 1
             elif slot.state == "ready":

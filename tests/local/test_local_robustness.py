@@ -235,12 +235,40 @@ def test_abandoned_threads_are_bounded(
         document = wait_status(http, endpoint, quick, "COMPLETED")
 
     assert waiting["status"] == "IN_QUEUE"
-    assert workers["unhealthy"] == 1
-    assert workers["running"] == 1
+    assert workers["unhealthy"] == 2
+    assert workers["running"] == 0
+    assert workers["ready"] == 0
+    assert workers["idle"] == 0
     assert document["output"] == {"done": True}
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "--isolation process" in errors[0].getMessage()
+
+
+def test_pool_of_hung_workers_is_unhealthy(
+    http: requests.Session, release: threading.Event
+) -> None:
+    with LocalEndpoint(
+        blocks_unless_quick, workers=2, stop_grace=0.2, max_abandoned_threads=2
+    ) as endpoint:
+        for _ in range(4):
+            job_id = submit(http, endpoint, {"input": {}})
+            wait_blocking(job_id)
+            http.post(f"{endpoint.base_url}/ep/cancel/{job_id}")
+            wait_status(http, endpoint, job_id, "CANCELLED")
+        time.sleep(0.6)
+        quick = submit(http, endpoint, {"input": {"quick": True}})
+        time.sleep(0.3)
+        health = http.get(f"{endpoint.base_url}/ep/health").json()
+        release.set()
+        document = wait_status(http, endpoint, quick, "COMPLETED")
+
+    assert health["workers"]["unhealthy"] == 4
+    assert health["workers"]["ready"] == 0
+    assert health["workers"]["idle"] == 0
+    assert health["workers"]["running"] == 0
+    assert health["jobs"]["inQueue"] == 1
+    assert document["output"] == {"done": True}
 
 
 # -- rxrunpod serve start-up errors -----------------------------------------
