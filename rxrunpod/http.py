@@ -576,11 +576,15 @@ class HttpClient:
                 **context,
             )
         if status == 400:
-            advice = (
-                "Only FAILED or TIMED_OUT jobs can be retried; check the job's status first."
-                if path.startswith("retry/")
-                else "Check the payload and parameters."
-            )
+            if not path.startswith("retry/"):
+                advice = "Check the payload and parameters."
+            elif server_message and "can be retried" in server_message.lower():
+                # The server has stated the rule already (the local endpoint does).
+                advice = "Check the job's status first."
+            else:
+                advice = (
+                    "Only FAILED or TIMED_OUT jobs can be retried; check the job's status first."
+                )
             return InvalidRequest(
                 f"{request} was rejected as invalid ({status_line}){detail}. {advice}",
                 **context,

@@ -525,7 +525,8 @@ class _StreamPoll(Poll[Any]):
         # The server may have handed out items in a response that never
         # arrived; it will not send them again, so wait for the final status.
         log.warning(
-            "a /stream response of job %s was lost (%s); recovering from the final status",
+            "a /stream response of job %s was lost: %s It is not requested again; polling "
+            "/status to recover the missing items from the job's final status",
             self._job.id,
             error,
         )
