@@ -65,16 +65,18 @@ def command_run(arguments: argparse.Namespace) -> int:
                 output.event("submitted", id=job.id)
             else:
                 output.view.print(f"submitted job {job.id}")
+            streamed = 0
             if arguments.stream:
                 stream = job.stream(cancel_on_dispose=False)
-                _print_stream(stream, output, _remaining(deadline))
+                streamed = _print_stream(stream, output, _remaining(deadline))
             updates = job.updates(cancel_on_dispose=False)
             final = follow(updates, job.id, output, _remaining(deadline))
         except errors.WaitTimeout:
             raise _timed_out(endpoint, job.id, arguments, arguments.timeout) from None
         except KeyboardInterrupt:
             raise _interrupted(endpoint, job.id, arguments) from None
-        return report_final(final, output, print_output=not arguments.stream)
+        # A handler that returns instead of yielding streams nothing; its output is the result.
+        return report_final(final, output, print_output=not arguments.stream or streamed == 0)
 
 
 def read_input(text: str) -> Any:
@@ -232,11 +234,14 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-def _print_stream(items: Observable[Any], output: Output, timeout: float | None) -> None:
+def _print_stream(items: Observable[Any], output: Output, timeout: float | None) -> int:
+    """Print each streamed item as it arrives; return how many arrived."""
     printed_text = False
+    count = 0
 
     def on_item(item: Any) -> None:
-        nonlocal printed_text
+        nonlocal printed_text, count
+        count += 1
         if output.json:
             output.event("stream", output=item)
         elif isinstance(item, str):
@@ -255,3 +260,4 @@ def _print_stream(items: Observable[Any], output: Output, timeout: float | None)
         if printed_text:
             output.out.write("\n")
             output.out.flush()
+    return count

@@ -118,7 +118,10 @@ def add_client_commands(subcommands: argparse._SubParsersAction[argparse.Argumen
         "--sync", action="store_true", help="use /runsync: one request that waits for the result"
     )
     mode.add_argument(
-        "--stream", action="store_true", help="print each streamed output as the handler yields it"
+        "--stream",
+        action="store_true",
+        help="print each streamed output as the handler yields it; when the job streams nothing "
+        "(a handler that returns instead of yielding), print its output at the end",
     )
     run.add_argument(
         "--timeout",

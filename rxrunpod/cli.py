@@ -69,7 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``rxrunpod`` command; return its exit code."""
+    """Run the ``rxrunpod`` command; return its exit code (130 after Ctrl-C)."""
+    # NOTE: a Ctrl-C before this function runs (while Python starts and imports
+    # rxrunpod, about 0.1 s) still ends with Python's own traceback.
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while the parser imports the subcommands, before a command runs.
+        print("rxrunpod: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     command = getattr(arguments, "command_function", None)
