@@ -647,7 +647,7 @@ class JobBoard(LiveDisplay[Any]):
             colour = _STATUS_COLOURS.get(row["status"], "inherit")
             parts.append(
                 "<tr>"
-                f"<td style=\"white-space:nowrap\"><code>{html.escape(row['id'])}</code></td>"
+                f'<td style="white-space:nowrap"><code>{html.escape(row["id"])}</code></td>'
                 f'<td style="color:{colour};font-weight:bold">{html.escape(row["status"])}</td>'
                 f'<td style="text-align:right">{_text_or_blank(row["attempt"])}</td>'
                 f'<td style="text-align:right">{_milliseconds(row["delay_time"])}</td>'
