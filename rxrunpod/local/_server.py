@@ -163,7 +163,8 @@ class LocalServer:
             if error.status == 404:
                 message = f"no route {request.path}; routes live under /v2/<endpoint_id>/"
             headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-            return _error_response(error.status, message, headers)
+            route = "openai" if "/openai/" in request.path else None
+            return _error_response(error.status, message, headers, route)
 
     def _authorized(self, request: web.Request) -> bool:
         if self._api_key is None:
@@ -209,9 +210,8 @@ class LocalServer:
         if len(body) > limit:
             raise BadRequest(400, _too_large(route, limit, len(body)))
         if not body:
-            raise BadRequest(
-                400, f"/{route} needs a JSON body with an 'input' field; the body was empty"
-            )
+            expected = "an OpenAI request body" if route == "openai" else "an 'input' field"
+            raise BadRequest(400, f"/{route} needs a JSON body with {expected}; the body was empty")
         try:
             document = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as error:

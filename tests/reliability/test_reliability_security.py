@@ -63,6 +63,15 @@ ROUTES = [
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
 
 
+def error_message(answer: requests.Response) -> str:
+    """Return the error text of RunPod's error document or of OpenAI's nested one."""
+    error = answer.json()["error"]
+    if isinstance(error, dict):
+        error = error["message"]
+    assert isinstance(error, str)
+    return error
+
+
 def fails(job: dict[str, Any]) -> Any:
     raise RuntimeError(f"handler failed on {job['input']!r}")
 
@@ -89,7 +98,7 @@ def test_route_rejects_missing_or_wrong_key(
     )
 
     assert answer.status_code == 401
-    assert "API key" in answer.json()["error"]
+    assert "API key" in error_message(answer)
     assert KEY not in answer.text
     assert keyed.stats.total_submissions == before
 
@@ -159,7 +168,7 @@ def test_body_over_limit_rejected(path: str, limit: int) -> None:
         submissions = endpoint.stats.total_submissions
 
     assert answer.status_code == 400
-    assert "exceeds" in answer.json()["error"]
+    assert "exceeds" in error_message(answer)
     assert submissions == 0
 
 
