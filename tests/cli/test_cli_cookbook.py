@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.markdown_blocks import ROOT, client_environment, code_blocks, run_blocks
+
 COOKBOOK = ROOT / "docs" / "cookbook.md"
 
 
-def python_blocks(markdown: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.MULTILINE | re.DOTALL)
-
-
 def test_cookbook_blocks_run(tmp_path: Path) -> None:
-    blocks = python_blocks(COOKBOOK.read_text(encoding="utf-8"))
-    script = tmp_path / "cookbook.py"
-    script.write_text("\n\n".join(blocks), encoding="utf-8")
-    # The recipes name handlers by their path from the repository root.
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("RUNPOD_")}
+    blocks = code_blocks(COOKBOOK.read_text(encoding="utf-8"))
 
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
+    result = run_blocks(blocks, tmp_path, environment=client_environment(), timeout=120)
 
     assert len(blocks) >= 10
     assert result.returncode == 0, result.stderr[-3000:]
