@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import urllib3.exceptions
@@ -60,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger("rxrunpod.http")
 
+_Sent = TypeVar("_Sent")
+
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_TIMEOUT = (5.0, 30.0)
 """Connect and read timeouts in seconds for every request."""
@@ -89,7 +91,7 @@ ENDPOINT_ROUTES = frozenset({"run", "runsync", "health", "purge-queue"})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait before retrying a transient failure.
+    """Retry settings for transient failures: how many attempts and how long to wait.
 
     ``max_attempts`` counts the first attempt, so 1 means no retries. The wait
     before retry ``n`` (1-based) is ``base_delay * 2 ** (n - 1)`` capped at
@@ -307,13 +309,23 @@ class HttpClient:
         Blocks, sleeping between attempts. Raises a subclass of ``APIError``.
         """
         body = None if json is None else encode_json(json)
+
+        def send() -> Any:
+            return self.send_json(
+                method, path, body=body, params=params, job_id=job_id, timeout=timeout
+            )
+
+        return self._with_retries(method, path, send, retry_safe=retry_safe)
+
+    def _with_retries(
+        self, method: str, path: str, send: Callable[[], _Sent], *, retry_safe: bool
+    ) -> _Sent:
+        """Call ``send`` until it succeeds or the retry policy gives up, sleeping in between."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self.send_json(
-                    method, path, body=body, params=params, job_id=job_id, timeout=timeout
-                )
+                return send()
             except APIError as error:
                 delay = self.retry.delay_before_retry(error, attempt, retry_safe=retry_safe)
                 if delay is None:
@@ -387,29 +399,15 @@ class HttpClient:
         for an error status.
         """
         body = None if json is None else encode_json(json)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._send(method, path, body=body, headers=headers, stream=True)
-                self.raise_for_answer(response, method, path)
-            except APIError as error:
-                delay = self.retry.delay_before_retry(error, attempt, retry_safe=False)
-                if delay is None:
-                    gave_up(error, attempt)
-                    raise
-                log.info(
-                    "retrying %s %s in %.2f s after attempt %d: %s",
-                    method,
-                    path,
-                    delay,
-                    attempt,
-                    error,
-                )
-                self._sleep(delay)
-                continue
-            log.info("%s %s -> %d (streaming)", method, self._log_path(path), response.status_code)
+
+        def send() -> requests.Response:
+            response = self._send(method, path, body=body, headers=headers, stream=True)
+            self.raise_for_answer(response, method, path)
             return response
+
+        response = self._with_retries(method, path, send, retry_safe=False)
+        log.info("%s %s -> %d (streaming)", method, self._log_path(path), response.status_code)
+        return response
 
     def raise_for_answer(
         self, response: requests.Response, method: str, path: str, job_id: str | None = None
@@ -679,7 +677,7 @@ class HttpClient:
         )
 
     def _key_forms(self) -> list[str]:
-        """The ways a foreign message may spell the key: as is, escaped by ``repr``, stripped."""
+        """Return the key as a foreign message may spell it: as is, ``repr``-escaped, stripped."""
         if self._api_key is None:
             return []
         forms = {self._api_key, repr(self._api_key)[1:-1], self._api_key.strip()}
@@ -692,7 +690,7 @@ class HttpClient:
         return text
 
     def _mentions_key(self, error: BaseException) -> bool:
-        """Tell whether the text of ``error`` or of any error it chains holds the API key."""
+        """Return whether the text of ``error`` or of any error it chains contains the API key."""
         forms = self._key_forms()
         if not forms:
             return False
