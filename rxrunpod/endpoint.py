@@ -36,7 +36,7 @@ log = logging.getLogger("rxrunpod.endpoint")
 # NOTE: a held /runsync occupies one I/O pool thread for up to its wait, so more
 # concurrent run_sync calls than pool threads delay other polls; prefer run() for fan-out.
 DEFAULT_RUNSYNC_WAIT = 30.0
-"""Seconds ``run_sync`` asks the server to hold ``/runsync`` before it switches to polling."""
+"""Seconds ``run_sync`` requests the server to hold ``/runsync`` before it switches to polling."""
 
 RUNSYNC_READ_MARGIN = 10.0
 """Seconds the read timeout of ``/runsync`` adds to its ``wait``."""

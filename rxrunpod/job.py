@@ -372,7 +372,7 @@ def parse_document(
     try:
         return parse()
     except ValueError as error:
-        # NOTE: a 2xx document that echoes the API key shows it here; only error answers
+        # NOTE: a 2xx document that echoes the API key shows it here; only error responses
         # and unparsable bodies are scrubbed (HttpClient._redact).
         start = json.dumps(document, default=str)[:200]
         raise MalformedResponse(

@@ -169,7 +169,7 @@ def add_serve_command(subcommands: argparse._SubParsersAction[argparse.ArgumentP
         "--slow-delay",
         type=_non_negative_seconds,
         default=1.0,
-        help="seconds an injected slow answer waits (default: 1)",
+        help="seconds an injected slow response is delayed (default: 1)",
     )
     serve.add_argument(
         "--log-level",

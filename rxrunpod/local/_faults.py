@@ -71,7 +71,7 @@ class FaultRule:
 
     @property
     def status(self) -> int | None:
-        """The HTTP status this rule answers with, or None for ``drop`` and ``slow``."""
+        """The HTTP status this rule responds with, or None for ``drop`` and ``slow``."""
         return int(self.kind) if self.kind.isdigit() else None
 
     @classmethod
@@ -192,7 +192,7 @@ class Stats:
 
     ``requests`` counts requests received per route, ``submissions`` the jobs
     created per route (``run``, ``runsync``, ``openai``), ``responses`` the
-    answers sent per HTTP status, ``faults`` the injected faults per kind and
+    responses sent per HTTP status, ``faults`` the injected faults per kind and
     ``webhooks`` the webhook deliveries per result (``delivered``, ``retried``,
     ``failed``).
     Every property returns a copy.
@@ -263,7 +263,7 @@ class Stats:
             return sum(self._submissions.values())
 
     def snapshot(self) -> dict[str, Any]:
-        """All counters at one instant."""
+        """Return a copy of all counters taken at one instant."""
         with self._lock:
             return {
                 "requests": dict(self._requests),

@@ -53,7 +53,7 @@ _TOO_DEEP = object()
 
 
 class BadRequest(Exception):
-    """A request the server answers with an error status and ``{"error": message}``."""
+    """A request the server rejects with an error status and ``{"error": message}``."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -64,7 +64,7 @@ class BadRequest(Exception):
 def json_response(
     document: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """Answer with ``document`` as JSON."""
+    """Return a JSON response with ``document`` as its body."""
     return web.Response(
         body=json.dumps(document).encode(),
         status=status,
@@ -76,7 +76,7 @@ def json_response(
 def _error_response(
     status: int, message: str, headers: dict[str, str] | None = None, route: str | None = None
 ) -> web.Response:
-    """Answer with RunPod's ``{"error": message}``, or OpenAI's error shape on its route."""
+    """Return RunPod's ``{"error": message}`` response, or OpenAI's error shape on its route."""
     document = openai_error(status, message) if route == "openai" else {"error": message}
     return json_response(document, status, headers)
 

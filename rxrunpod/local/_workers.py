@@ -82,7 +82,7 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a job ended on its worker."""
+    """Outcome of a job on its worker."""
 
     status: JobStatus
     output: Any = None

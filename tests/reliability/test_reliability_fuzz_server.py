@@ -144,7 +144,7 @@ def check_answer(response: requests.Response) -> None:
         document = response.json()
         assert isinstance(document, dict)
         error = document.get("error")
-        # The OpenAI route answers in OpenAI's shape: {"error": {"message": ..., ...}}.
+        # The OpenAI route responds in OpenAI's shape: {"error": {"message": ..., ...}}.
         if "/openai/" in response.url:
             assert isinstance(error, dict)
             error = error.get("message")
